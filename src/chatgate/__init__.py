@@ -1,0 +1,3 @@
+"""chatgate: a self-hosted, multi-tenant messaging integration gateway."""
+
+__version__ = "0.1.0"

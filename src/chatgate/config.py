@@ -1,0 +1,124 @@
+"""Settings: environment variables `CHATGATE_*` and an optional `.env`, validated at start.
+
+Every provider base URL is a setting so the sandbox (or a test server) can stand in for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated, Self
+
+from chatgate.domain.access import Role
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATGATE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- process -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    run_workers_in_api: bool = True
+
+    # --- storage and shared state ---------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default is a SQLite file in data_dir"
+    )
+    database_pool_size: int = Field(10, ge=1, le=500)
+    auto_migrate: bool = True
+    redis_url: str | None = None
+    rabbitmq_url: str | None = None
+
+    # --- HTTP surface ----------------------------------------------------------------------
+    public_base_url: AnyHttpUrl | None = None
+    cors_origins: CsvList = []
+    trusted_proxies: CsvList = ["127.0.0.1"]
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    rate_limit_key_per_second: float = Field(50.0, gt=0)
+    rate_limit_key_burst: int = Field(100, ge=1)
+    rate_limit_ip_per_second: float = Field(20.0, gt=0)
+    rate_limit_ip_burst: int = Field(100, ge=1)
+
+    # --- encryption at rest ---------------------------------------------------------------
+    keyring_backend: Literal["local", "vault"] = "local"
+    keyring_keys: SecretStr | None = Field(
+        None, description="'VERSION:BASE64KEY,...'; the highest version encrypts. Default: a key file in data_dir"
+    )
+    keyring_file: Path | None = None
+    vault_url: str | None = None
+    vault_token: SecretStr | None = None
+    vault_namespace: str | None = None
+    vault_transit_mount: str = "transit"
+    vault_transit_key: str = "chatgate"
+
+    # --- our own user tokens --------------------------------------------------------------
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret; generated into data_dir when unset")
+    jwt_issuer: str = "chatgate"
+    jwt_access_ttl_seconds: int = Field(900, ge=30)
+    jwt_refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+
+    # --- tokens of an existing user service (seed 001's "User Service") --------------------
+    external_jwt_issuer: str | None = None
+    external_jwt_audience: str | None = None
+    external_jwt_jwks_url: str | None = None
+    external_jwt_algorithms: CsvList = ["RS256", "ES256"]
+    external_jwt_tenant_claim: str = "tenant_id"
+    external_jwt_role_claim: str = "role"
+    external_jwt_role_map: dict[str, Role] = {}
+    external_jwt_default_role: Role | None = None
+    external_jwt_jwks_cache_seconds: int = Field(300, ge=0)
+
+    # --- provider base URLs (the sandbox replaces them in demo mode and tests) -------------
+    telegram_api_base: str = "https://api.telegram.org"
+    graph_api_base: str = "https://graph.facebook.com"
+    graph_api_version: str = "v23.0"
+    twilio_api_base: str = "https://api.twilio.com"
+    google_oauth_base: str = "https://oauth2.googleapis.com"
+    google_auth_base: str = "https://accounts.google.com"
+    google_calendar_base: str = "https://www.googleapis.com/calendar/v3"
+    fcm_api_base: str = "https://fcm.googleapis.com"
+
+    _split = field_validator("cors_origins", "trusted_proxies", "external_jwt_algorithms", mode="before")(
+        _split_csv
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.keyring_backend == "vault" and not (self.vault_url and self.vault_token):
+            raise ValueError("CHATGATE_KEYRING_BACKEND=vault needs CHATGATE_VAULT_URL and CHATGATE_VAULT_TOKEN")
+        external = [self.external_jwt_issuer, self.external_jwt_audience, self.external_jwt_jwks_url]
+        if any(external) and not all(external):
+            raise ValueError(
+                "external JWTs need all of CHATGATE_EXTERNAL_JWT_ISSUER, _AUDIENCE and _JWKS_URL"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'chatgate.db').as_posix()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_keyring_file(self) -> Path:
+        return self.keyring_file or self.data_dir / "keyring.json"

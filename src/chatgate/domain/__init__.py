@@ -1,0 +1,1 @@
+"""Pure domain: entities, enums, errors. Imports nothing else of ours and does no I/O."""

@@ -1,0 +1,1 @@
+"""Keyring, passwords, tokens, API keys and redaction."""

@@ -1,0 +1,1 @@
+"""Envelope encryption: data keys sealed by a key provider (local keyring or Vault transit)."""
