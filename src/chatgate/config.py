@@ -6,11 +6,10 @@ Every provider base URL is a setting so the sandbox (or a test server) can stand
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated, Self
 
 from chatgate.domain.access import Role
 
@@ -58,7 +57,8 @@ class Settings(BaseSettings):
     # --- encryption at rest ---------------------------------------------------------------
     keyring_backend: Literal["local", "vault"] = "local"
     keyring_keys: SecretStr | None = Field(
-        None, description="'VERSION:BASE64KEY,...'; the highest version encrypts. Default: a key file in data_dir"
+        None,
+        description="'VERSION:BASE64KEY,...'; the highest version encrypts. Default: a key file in data_dir",
     )
     keyring_file: Path | None = None
     vault_url: str | None = None
@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         if self.keyring_backend == "vault" and not (self.vault_url and self.vault_token):
-            raise ValueError("CHATGATE_KEYRING_BACKEND=vault needs CHATGATE_VAULT_URL and CHATGATE_VAULT_TOKEN")
+            raise ValueError(
+                "CHATGATE_KEYRING_BACKEND=vault needs CHATGATE_VAULT_URL and CHATGATE_VAULT_TOKEN"
+            )
         external = [self.external_jwt_issuer, self.external_jwt_audience, self.external_jwt_jwks_url]
         if any(external) and not all(external):
             raise ValueError(

@@ -31,7 +31,9 @@ class Permission(StrEnum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.AGENT: frozenset({Permission.READ, Permission.SEND}),
-    Role.ADMIN: frozenset({Permission.READ, Permission.SEND, Permission.MANAGE, Permission.AUDIT, Permission.USERS}),
+    Role.ADMIN: frozenset(
+        {Permission.READ, Permission.SEND, Permission.MANAGE, Permission.AUDIT, Permission.USERS}
+    ),
     Role.OWNER: frozenset(Permission),
 }
 

@@ -26,13 +26,28 @@ class IntegrationStatus(StrEnum):
 # pending → active → error | needs_reauth | disabled, and back to pending on reconnect.
 ALLOWED_TRANSITIONS: dict[IntegrationStatus, frozenset[IntegrationStatus]] = {
     IntegrationStatus.PENDING: frozenset(
-        {IntegrationStatus.ACTIVE, IntegrationStatus.ERROR, IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED}
+        {
+            IntegrationStatus.ACTIVE,
+            IntegrationStatus.ERROR,
+            IntegrationStatus.NEEDS_REAUTH,
+            IntegrationStatus.DISABLED,
+        }
     ),
     IntegrationStatus.ACTIVE: frozenset(
-        {IntegrationStatus.ERROR, IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED, IntegrationStatus.PENDING}
+        {
+            IntegrationStatus.ERROR,
+            IntegrationStatus.NEEDS_REAUTH,
+            IntegrationStatus.DISABLED,
+            IntegrationStatus.PENDING,
+        }
     ),
     IntegrationStatus.ERROR: frozenset(
-        {IntegrationStatus.ACTIVE, IntegrationStatus.PENDING, IntegrationStatus.DISABLED, IntegrationStatus.NEEDS_REAUTH}
+        {
+            IntegrationStatus.ACTIVE,
+            IntegrationStatus.PENDING,
+            IntegrationStatus.DISABLED,
+            IntegrationStatus.NEEDS_REAUTH,
+        }
     ),
     IntegrationStatus.NEEDS_REAUTH: frozenset({IntegrationStatus.PENDING, IntegrationStatus.DISABLED}),
     IntegrationStatus.DISABLED: frozenset({IntegrationStatus.PENDING}),

@@ -58,11 +58,13 @@ class KeyFile:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def mtime(self) -> float:
+    def version_stamp(self) -> tuple[int, int]:
+        """Changes whenever the file is replaced (each save is a new inode), however fast."""
         try:
-            return self.path.stat().st_mtime_ns / 1e9
+            stat = self.path.stat()
         except FileNotFoundError:
-            return 0.0
+            return (0, 0)
+        return (stat.st_ino, stat.st_mtime_ns)
 
     def load(self) -> _KeySet:
         try:
@@ -78,7 +80,10 @@ class KeyFile:
     def save(self, keyset: _KeySet) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps(
-            {"primary": keyset.primary, "keys": {str(v): base64.b64encode(k).decode() for v, k in keyset.keys.items()}},
+            {
+                "primary": keyset.primary,
+                "keys": {str(v): base64.b64encode(k).decode() for v, k in keyset.keys.items()},
+            },
             indent=2,
         )
         tmp = self.path.with_suffix(".tmp")
@@ -106,19 +111,19 @@ class LocalKeyProvider:
         self._file = key_file if keys is None else None
         if keys is not None:
             self._keyset = _KeySet(dict(keys), max(keys))
-            self._mtime = 0.0
+            self._stamp = (0, 0)
         else:
             assert key_file is not None
             self._keyset = key_file.load() if key_file.exists() else key_file.create()
-            self._mtime = key_file.mtime()
+            self._stamp = key_file.version_stamp()
 
     @classmethod
     def from_spec(cls, spec: str) -> LocalKeyProvider:
         return cls(keys=parse_key_spec(spec))
 
     def _refresh_if_changed(self) -> None:
-        if self._file is not None and self._file.mtime() != self._mtime:
-            self._mtime = self._file.mtime()
+        if self._file is not None and self._file.version_stamp() != self._stamp:
+            self._stamp = self._file.version_stamp()
             self._keyset = self._file.load()
 
     async def wrap(self, data_key: bytes) -> str:
@@ -148,7 +153,7 @@ class LocalKeyProvider:
         self._keyset.primary = new_version
         if self._file is not None:
             self._file.save(self._keyset)
-            self._mtime = self._file.mtime()
+            self._stamp = self._file.version_stamp()
         return f"v{new_version}"
 
     async def primary_version(self) -> str:
@@ -161,7 +166,12 @@ class LocalKeyProvider:
     @staticmethod
     def _parse_version(wrapped: str) -> int:
         parts = wrapped.split(":", 2)
-        if len(parts) != 3 or parts[0] != _PREFIX or not parts[1].startswith("v") or not parts[1][1:].isdigit():
+        if (
+            len(parts) != 3
+            or parts[0] != _PREFIX
+            or not parts[1].startswith("v")
+            or not parts[1][1:].isdigit()
+        ):
             raise CryptoError("wrapped key is not a local keyring key")
         return int(parts[1][1:])
 

@@ -1,0 +1,224 @@
+"""The `chatgate` command: serve, worker, migrate, bootstrap, keys rotate|status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from chatgate.config import Settings
+from chatgate.domain.errors import ChatgateError
+
+T = TypeVar("T")
+log = logging.getLogger("chatgate")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  CHATGATE_{'_'.join(str(p) for p in e['loc']).upper() or '?'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        print("chatgate: the settings are invalid:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(coro: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro())  # type: ignore[arg-type]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chatgate.app import create_app
+    from chatgate.bootstrap import Container
+    from chatgate.observability.logging import configure_logging
+
+    settings = load_settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    container = Container(settings)
+    app = create_app(container)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only for display
+    base = f"http://{shown_host}:{port}"
+    _announce(settings, base)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
+        server_header=False,
+    )
+    return 0
+
+
+def _announce(settings: Settings, base: str) -> None:
+    storage = (
+        "SQLite at " + str(settings.data_dir / "chatgate.db") if settings.is_embedded else "external database"
+    )
+    print(
+        f"\nchatgate is starting at {base}  ({storage})\n"
+        f"  API docs:      {base}/docs\n"
+        f"  Health:        {base}/health/ready\n"
+        f"  First tenant:  .venv/bin/chatgate bootstrap --email you@example.com   (prints an API key once)\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from chatgate.bootstrap import Container
+    from chatgate.observability.logging import configure_logging
+    from chatgate.workers.runner import run_workers
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
+
+    async def main() -> None:
+        container = Container(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await container.start()
+            await run_workers(container, stop)
+        finally:
+            await container.aclose()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from chatgate.store import migrate
+
+    settings = load_settings()
+    url = settings.effective_database_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> None:
+        before = await migrate.current_revision(url)
+        if args.revision.startswith("-") or (before and args.revision < before and args.revision != "head"):
+            await migrate.downgrade(url, args.revision)
+        else:
+            await migrate.upgrade(url, args.revision)
+        after = await migrate.current_revision(url)
+        print(f"database schema: {before or 'empty'} -> {after}")
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from chatgate.bootstrap import Container
+
+    settings = load_settings()
+    password = args.password or secrets.token_urlsafe(12)
+
+    async def main() -> int:
+        container = Container(settings)
+        try:
+            await container.start()
+            result = await container.access.bootstrap_tenant(
+                name=args.name, slug=args.slug, owner_email=args.email, owner_password=password
+            )
+        finally:
+            await container.aclose()
+        print(
+            f"tenant   {result.tenant.slug} ({result.tenant.id})\n"
+            f"owner    {result.owner.email}  password: {password if not args.password else '(as given)'}\n"
+            f"API key  {result.api_key.plaintext}\n"
+            "The API key and password are shown once; store them now.\n"
+            f"Try:     curl -H 'X-API-Key: {result.api_key.plaintext}' http://{settings.host}:{settings.port}/v1/me"
+        )
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from chatgate.bootstrap import Container
+
+    settings = load_settings()
+
+    async def main() -> None:
+        container = Container(settings)
+        try:
+            await container.start()
+            if args.keys_command == "rotate":
+                report = await container.key_rotation.rotate()
+                print(
+                    f"new primary key {report.new_version}: {report.resealed} secrets re-encrypted, "
+                    f"{report.already_current} already current, {report.changed_concurrently} changed meanwhile"
+                )
+            elif args.keys_command == "reseal":
+                report = await container.key_rotation.reseal_all()
+                print(f"primary key {report.new_version}: {report.resealed} secrets re-encrypted")
+            else:
+                for column, counts in (await container.key_rotation.status()).items():
+                    shown = ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) or "no secrets"
+                    print(f"{column}: {shown}")
+                print(f"primary key: {await container.box.provider.primary_version()}")
+        finally:
+            await container.aclose()
+
+    asyncio.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatgate", description="Multi-tenant messaging integration gateway"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (and in-process workers) on one port")
+    serve.add_argument("--host", help="address to listen on (default CHATGATE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default CHATGATE_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("worker", help="run background workers only").set_defaults(func=cmd_worker)
+
+    migrate_p = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate_p.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate_p.set_defaults(func=cmd_migrate)
+
+    boot = sub.add_parser("bootstrap", help="create a tenant with its owner and an API key (printed once)")
+    boot.add_argument("--email", required=True, help="the owner's e-mail")
+    boot.add_argument("--name", default="Default", help="tenant name")
+    boot.add_argument("--slug", default="default", help="tenant slug (unique)")
+    boot.add_argument("--password", help="owner password (generated and printed when omitted)")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    keys = sub.add_parser("keys", help="encryption keys")
+    keys.add_argument(
+        "keys_command",
+        choices=["rotate", "status", "reseal"],
+        help="rotate: new key + re-encrypt all; status: secrets per key version; reseal: finish a rotation",
+    )
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ChatgateError as exc:
+        print(f"chatgate: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,33 @@
+"""Prometheus metrics with the integration-service seed's names, labelled by route template."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["method", "route", "status"]
+        self.request_duration = Histogram(
+            "api_request_duration_seconds",
+            "Time spent answering API requests",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.request_total = Counter("api_request_total", "API requests answered", labels, registry=registry)
+        self.request_error_total = Counter(
+            "api_request_error_total",
+            "API requests answered with a 4xx or 5xx status",
+            labels,
+            registry=registry,
+        )
+        self.inbound_rejected_total = Counter(
+            "inbound_auth_rejected_total",
+            "Inbound provider requests rejected by their authenticity check",
+            ["kind"],
+            registry=registry,
+        )
+        self.rate_limited_total = Counter(
+            "api_rate_limited_total", "Requests refused by the API rate limiter", ["limit"], registry=registry
+        )

@@ -1,0 +1,1 @@
+"""Use cases. Each service gets its collaborators injected by `bootstrap`."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, repositories (every query lives here), Alembic migrations."""

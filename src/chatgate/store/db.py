@@ -1,0 +1,65 @@
+"""Engine and session factory for the three supported databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from chatgate.domain.errors import ConfigurationError, ServiceUnavailable
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy", "mysql+aiomysql")
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; FULL syncs the WAL on every commit, so an
+    # acknowledged write survives power loss, not only a process crash.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        driver = url.split("://", 1)[0]
+        if driver not in SUPPORTED_DRIVERS:
+            raise ConfigurationError(
+                f"database URL driver '{driver}' is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
+            )
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not driver.startswith("sqlite")}
+        if not driver.startswith("sqlite"):
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if driver.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose work commits on success and rolls back on any exception."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable(f"database is not reachable: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()

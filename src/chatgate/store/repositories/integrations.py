@@ -1,0 +1,73 @@
+"""Integrations of one tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatgate.domain.errors import NotFound
+from chatgate.store.models import Integration
+from chatgate.store.pagination import Page
+from chatgate.store.repositories.base import TenantScoped
+
+
+class IntegrationRepository(TenantScoped):
+    async def add(self, integration: Integration) -> Integration:
+        if integration.tenant_id != self.tenant_id:
+            raise ValueError("integration belongs to another tenant")
+        self.session.add(integration)
+        await self.session.flush()
+        return integration
+
+    async def get(self, integration_id: str) -> Integration:
+        return await self._get(Integration, integration_id, "integration")
+
+    async def list(
+        self, *, cursor: str | None, limit: int, kind: str | None = None, status: str | None = None
+    ) -> Page[Integration]:
+        query = self._select(Integration)
+        if kind:
+            query = query.where(Integration.kind == kind)
+        if status:
+            query = query.where(Integration.status == status)
+        return await self._page(query, Integration, cursor, limit)
+
+    async def delete(self, integration: Integration) -> None:
+        await self.session.delete(integration)
+        await self.session.flush()
+
+    async def count_traffic(
+        self, integration_id: str, *, received: int = 0, sent: int = 0, at: datetime
+    ) -> None:
+        await self.session.execute(
+            update(Integration)
+            .where(Integration.tenant_id == self.tenant_id, Integration.id == integration_id)
+            .values(
+                messages_received=Integration.messages_received + received,
+                messages_sent=Integration.messages_sent + sent,
+                last_activity_at=at,
+            )
+        )
+
+
+class IntegrationRouting:
+    """Unscoped lookups that resolve a provider's request to its integration (and so its tenant)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_public_id(self, kind: str, public_id: str) -> Integration:
+        query = select(Integration).where(Integration.public_id == public_id, Integration.kind == kind)
+        row = (await self.session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise NotFound("no such integration")
+        return row
+
+    async def by_provider_key(self, kind: str, provider_key: str) -> Integration | None:
+        query = select(Integration).where(Integration.kind == kind, Integration.provider_key == provider_key)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+
+__all__ = ["IntegrationRepository", "IntegrationRouting", "NotFound"]

@@ -1,0 +1,1 @@
+"""Background work: queue abstraction, schedulers, leases, runners."""
