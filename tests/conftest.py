@@ -61,15 +61,14 @@ class Api:
     container: Container
     client: httpx.AsyncClient
 
-    async def tenant(self, role_users: tuple[Role, ...] = ()) -> TenantHandle:
+    async def tenant(self) -> TenantHandle:
         slug = unique("t")
         password = "correct horse battery"
         email = f"owner@{slug}.example"
         result = await self.container.access.bootstrap_tenant(
             name=slug, slug=slug, owner_email=email, owner_password=password
         )
-        handle = TenantHandle(self, result.tenant.id, slug, result.api_key.plaintext, email, password)
-        return handle
+        return TenantHandle(self, result.tenant.id, slug, result.api_key.plaintext, email, password)
 
 
 @dataclass

@@ -110,23 +110,32 @@ def _owner_alive(tag: str) -> bool:
 
 
 def _kill_marked(dirs: Sequence[Path]) -> None:
-    """SIGKILL every process started for one of `dirs` (by env marker or command line)."""
+    """SIGKILL every process started for one of `dirs`.
+
+    A process is ours when its working directory is inside one of `dirs` (all servers run
+    there; redis and postgres rewrite their command line and environment for `ps`), or its
+    environment carries our marker, or its command line names one of the directories.
+    """
     if not dirs:
         return
+    prefixes = [str(d) for d in dirs]
     markers = [f"{MARKER_ENV}={d}".encode() for d in dirs]
-    paths = [str(d).encode() for d in dirs]
     me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
+            cwd = os.readlink(entry / "cwd").removesuffix(" (deleted)")
             environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
         except OSError:
             continue
-        if any(m in environ for m in markers) or any(
-            p + b"/" in cmdline or cmdline.endswith(p) for p in paths
-        ):
+        ours = (
+            any(cwd == p or cwd.startswith(p + "/") for p in prefixes)
+            or any(m in environ for m in markers)
+            or any(p + "/" in cmdline for p in prefixes)
+        )
+        if ours:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,9 @@ class TokenIssuer:
 
     def access_token(self, *, user_id: str, tenant_id: str, role: str, now: datetime) -> str:
         return self._encode(
-            {"sub": user_id, "tid": tenant_id, "role": role, "typ": "access"}, now, self.access_ttl
+            {"sub": user_id, "tid": tenant_id, "role": role, "typ": "access", "jti": secrets.token_hex(8)},
+            now,
+            self.access_ttl,
         )
 
     def refresh_token(self, *, user_id: str, tenant_id: str, token_id: str, now: datetime) -> str:
