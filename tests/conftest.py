@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
 from chatgate.app import create_app
 from chatgate.bootstrap import Container
@@ -33,7 +34,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}{next(_counter)}{secrets.token_hex(3)}"
 
 
-def test_key_spec() -> str:
+def random_key_spec() -> str:
     return f"1:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
 
@@ -60,6 +61,7 @@ class Api:
     backend: str
     container: Container
     client: httpx.AsyncClient
+    app: FastAPI
 
     async def tenant(self) -> TenantHandle:
         slug = unique("t")
@@ -123,7 +125,7 @@ async def start_api(settings: Settings, backend: str, **container_kwargs: Any) -
     async with LifespanManager(app, startup_timeout=120) as manager:
         transport = httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(backend, container, client)
+            yield Api(backend, container, client, app)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -132,7 +134,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     backend: str = request.param
     tmp = tmp_path_factory.mktemp(f"api-{backend}")
     url = await database_url_for(backend, request, tmp)
-    settings = make_settings(tmp, url, keyring_keys=test_key_spec())
+    settings = make_settings(tmp, url, keyring_keys=random_key_spec())
     async for running in start_api(settings, backend):
         yield running
 
@@ -140,7 +142,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 async def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     tmp = tmp_path_factory.mktemp("api-sqlite-only")
-    settings = make_settings(tmp, None, keyring_keys=test_key_spec())
+    settings = make_settings(tmp, None, keyring_keys=random_key_spec())
     async for running in start_api(settings, "sqlite"):
         yield running
 

@@ -57,6 +57,8 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        # Route names (`integrations.create`) double as operation ids and audit actions.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.container = container
     install_error_handlers(app)

@@ -47,7 +47,9 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
+        # A fresh per-request state: some servers hand every request the same lifespan-state
+        # dict, and a principal left in it by one request must never be seen by the next.
+        scope["state"] = {**(scope.get("state") or {}), "request_id": request_id}
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -18,9 +19,9 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging(
-    level: str = "INFO", *, json_output: bool = True, redactor: Redactor = REDACTOR
+    level: str = "INFO", *, json_output: bool = True, redactor: Redactor = REDACTOR, stream: TextIO | None = None
 ) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RedactingFilter(redactor))
     if json_output:
