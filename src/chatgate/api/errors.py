@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from chatgate.api.problems import problem
 from chatgate.domain import errors as e
+
+log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[e.ChatgateError], int, str]] = [
     (e.PayloadTooLarge, 413, "Payload too large"),
@@ -79,6 +83,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.ChatgateError)
     async def _chatgate(request: Request, exc: e.ChatgateError) -> Response:
         return chatgate_error_response(request, exc)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> Response:
+        # A unique or foreign-key constraint caught a race the service's own checks missed.
+        detail = "the request conflicts with existing data (a duplicate, or a reference to something deleted)"
+        return problem(409, "Conflict", detail, code="conflict", instance=request.url.path)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> Response:
+        log.error("database error on %s: %s", request.url.path, type(exc.orig).__name__)
+        detail = "the database is not available right now; retry shortly"
+        return problem(503, "Service unavailable", detail, code="service_unavailable", retry_after=5)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

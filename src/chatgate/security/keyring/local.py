@@ -147,6 +147,13 @@ class LocalKeyProvider:
             raise CryptoError(f"data key does not decrypt under v{version}") from exc
 
     async def rotate(self) -> str:
+        if self._file is None:
+            # A key made here would live only in this process's memory and be lost at exit,
+            # leaving secrets nobody can decrypt. Keys from settings are rotated by the operator.
+            raise ConfigurationError(
+                "the keyring comes from CHATGATE_KEYRING_KEYS: add a new, higher version there, "
+                "restart every process, then run `chatgate keys reseal`"
+            )
         self._refresh_if_changed()
         new_version = max(self._keyset.keys) + 1
         self._keyset.keys[new_version] = secrets.token_bytes(_KEY_BYTES)
