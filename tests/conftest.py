@@ -47,7 +47,10 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "rate_limit_ip_burst": 100_000,
         "rate_limit_key_per_second": 100_000,
         "rate_limit_key_burst": 100_000,
-        "run_workers_in_api": False,
+        "run_workers_in_api": True,
+        "sweeper_interval_seconds": 0.2,
+        "outbound_allow_hosts": ["127.0.0.1"],
+        "outbound_allow_http": True,
         "log_json": True,
     }
     values.update(overrides)
@@ -134,7 +137,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     backend: str = request.param
     tmp = tmp_path_factory.mktemp(f"api-{backend}")
     url = await database_url_for(backend, request, tmp)
-    settings = make_settings(tmp, url, keyring_keys=random_key_spec())
+    settings = make_settings(tmp, url)
     async for running in start_api(settings, backend):
         yield running
 
@@ -142,7 +145,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 async def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     tmp = tmp_path_factory.mktemp("api-sqlite-only")
-    settings = make_settings(tmp, None, keyring_keys=random_key_spec())
+    settings = make_settings(tmp, None)
     async for running in start_api(settings, "sqlite"):
         yield running
 

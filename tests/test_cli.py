@@ -148,9 +148,12 @@ def test_worker_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         assert process.stdout is not None
         seen = ""
-        while time.monotonic() < deadline and "worker started" not in seen:
-            seen += process.stdout.readline()
-        assert "worker started" in seen
+        while time.monotonic() < deadline and not re.search(r"worker \S+ started: inbound, send", seen):
+            line = process.stdout.readline()
+            if not line:
+                break  # the worker exited
+            seen += line
+        assert re.search(r"worker \S+ started: inbound, send", seen), seen
         process.terminate()
         assert process.wait(timeout=20) == 0
         assert "worker stopped" in process.stdout.read()

@@ -14,7 +14,19 @@ from chatgate.api.audit import AuditMiddleware
 from chatgate.api.errors import install_error_handlers
 from chatgate.api.middleware import RequestContextMiddleware
 from chatgate.api.ratelimit import IpRateLimitMiddleware
-from chatgate.api.routes import api_keys, audit, auth, health, integrations, tenant, users
+from chatgate.api.routes import (
+    api_keys,
+    audit,
+    auth,
+    conversations,
+    health,
+    inbound,
+    integrations,
+    messages,
+    raw_events,
+    tenant,
+    users,
+)
 from chatgate.bootstrap import Container
 from chatgate.ratelimit.base import Limit
 from chatgate.workers.runner import run_workers
@@ -62,7 +74,19 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (health, auth, tenant, users, api_keys, integrations, audit):
+    for module in (
+        health,
+        auth,
+        tenant,
+        users,
+        api_keys,
+        integrations,
+        messages,
+        conversations,
+        raw_events,
+        audit,
+        inbound,
+    ):
         app.include_router(module.router)
 
     settings = container.settings

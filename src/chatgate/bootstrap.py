@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,11 +15,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from chatgate.config import Settings
+from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock, system_clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.observability.metrics import ApiMetrics
+from chatgate.providers.registry import default_registry
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.memory import MemoryRateLimiter
+from chatgate.ratelimit.pauses import BucketPauses, MemoryBucketPauses, RedisBucketPauses
 from chatgate.ratelimit.redis import RedisRateLimiter
 from chatgate.security.external_jwt import ExternalJwtVerifier
 from chatgate.security.keyring.base import KeyProvider
@@ -28,10 +33,23 @@ from chatgate.security.tokens import TokenIssuer
 from chatgate.services.access import AccessService
 from chatgate.services.audit import AuditService
 from chatgate.services.auth import AuthService
+from chatgate.services.conversations import ConversationQueries
+from chatgate.services.fanout import EventHook, EventNotifier, Fanout
+from chatgate.services.inbound_gateway import InboundGateway
+from chatgate.services.inbound_processor import InboundProcessor
+from chatgate.services.ingest import IngestWriter
+from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.integrations import IntegrationService
 from chatgate.services.key_rotation import KeyRotationService
+from chatgate.services.maintenance import Maintenance
+from chatgate.services.send_worker import SendWorker
+from chatgate.services.sending import SendService
 from chatgate.store import migrate
 from chatgate.store.db import Database
+from chatgate.workers.breaker import CircuitBreakers
+from chatgate.workers.queue import Handler, WorkQueue
+from chatgate.workers.queue_memory import InProcessQueue
+from chatgate.workers.queue_rabbitmq import RabbitMQQueue
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +125,62 @@ class Container:
         self.external_jwt = self._external_verifier()
         self.auth = AuthService(self.db, self.tokens, self.external_jwt, clock)
         self.access = AccessService(self.db, clock)
-        self.integrations = IntegrationService(self.db, self.box, redactor, clock)
         self.audit = AuditService(self.db, clock)
         self.key_rotation = KeyRotationService(self.db, self.box)
+        self.maintenance = Maintenance(self.db, clock)
+        self._build_pipeline()
+
+    def _build_pipeline(self) -> None:
+        """The message pipeline: queue, fan-out, ingest, inbound processing, sending."""
+        s = self.settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.queue: WorkQueue = RabbitMQQueue(s.rabbitmq_url) if s.rabbitmq_url else InProcessQueue()
+        self.pauses: BucketPauses = (
+            RedisBucketPauses(self.redis) if self.redis is not None else MemoryBucketPauses()
+        )
+        self.breakers = CircuitBreakers()
+        self.outbound_http = SafeHttpClient(
+            allow_hosts=s.outbound_allow_hosts,
+            allow_http=s.outbound_allow_http,
+            timeout=s.outbound_timeout_seconds,
+        )
+        self.adapters = default_registry()
+        self.notifier = EventNotifier()
+        self.fanout = Fanout(self.queue.publish, self.notifier, self.event_hooks())
+        self.integrations = IntegrationService(self.db, self.box, self.redactor, self.clock, self.fanout)
+        self.integration_cache = IntegrationCache(self.db, self.integrations)
+        self.ingest = IngestWriter(self.db, self.queue.publish, self.clock)
+        self.inbound = InboundGateway(
+            self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
+        )
+        self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
+        self.inbound_processor = InboundProcessor(
+            self.db, self.adapters, self.fanout, self.clock, self.worker_id
+        )
+        self.sending = SendService(
+            self.db, self.queue.publish, self.clock, idempotency_ttl=timedelta(hours=s.idempotency_ttl_hours)
+        )
+        self.send_worker = SendWorker(
+            self.db,
+            self.adapters,
+            self.integrations,
+            self.rate_limiter,
+            self.pauses,
+            self.breakers,
+            self.fanout,
+            self.outbound_http,
+            self.clock,
+            self.worker_id,
+            max_attempts=s.send_max_attempts,
+        )
+
+    def event_hooks(self) -> list[EventHook]:
+        """Writers that run in the same transaction as new events (webhook deliveries)."""
+        return []
+
+    def extra_consumers(self) -> dict[str, Handler]:
+        """Queue topics beyond inbound and send, with their handlers."""
+        return {}
 
     def _jwt_secret(self) -> str:
         if self.settings.jwt_secret is not None:
@@ -142,6 +213,8 @@ class Container:
         if self.settings.auto_migrate:
             await migrate.upgrade(self.settings.effective_database_url)
         await self.box.provider.check()
+        await self.queue.start()
+        await self.ingest.start()
 
     def readiness_probes(self) -> dict[str, Probe]:
         probes: dict[str, Probe] = {"database": self.db.ping, "keyring": self.box.provider.check}
@@ -155,9 +228,14 @@ class Container:
                     raise ServiceUnavailable(f"Redis is not reachable: {type(exc).__name__}") from exc
 
             probes["redis"] = redis_ping
+        if self.settings.rabbitmq_url:
+            probes["broker"] = self.queue.check
         return probes
 
     async def aclose(self) -> None:
+        await self.ingest.aclose()
+        await self.queue.aclose()
+        await self.outbound_http.aclose()
         await self.rate_limiter.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -5,6 +5,7 @@ Every provider base URL is a setting so the sandbox (or a test server) can stand
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -43,6 +44,20 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     redis_url: str | None = None
     rabbitmq_url: str | None = None
+
+    # --- workers ----------------------------------------------------------------------------
+    worker_concurrency: int = Field(32, ge=1, le=1000, description="Jobs run at once per topic per process")
+    sweeper_interval_seconds: float = Field(1.0, gt=0, le=60)
+    redispatch_after_seconds: float = Field(
+        30.0, ge=1, description="Re-publish a due job not picked up by then"
+    )
+    send_max_attempts: int = Field(8, ge=1, le=50)
+    idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
+
+    # --- outbound HTTP (webhook provider, tenant webhooks): SSRF protection -------------------
+    outbound_allow_hosts: CsvList = []
+    outbound_allow_http: bool = False
+    outbound_timeout_seconds: float = Field(15.0, gt=0, le=120)
 
     # --- HTTP surface ----------------------------------------------------------------------
     public_base_url: AnyHttpUrl | None = None
@@ -94,9 +109,9 @@ class Settings(BaseSettings):
     google_calendar_base: str = "https://www.googleapis.com/calendar/v3"
     fcm_api_base: str = "https://fcm.googleapis.com"
 
-    _split = field_validator("cors_origins", "trusted_proxies", "external_jwt_algorithms", mode="before")(
-        _split_csv
-    )
+    _split = field_validator(
+        "cors_origins", "trusted_proxies", "external_jwt_algorithms", "outbound_allow_hosts", mode="before"
+    )(_split_csv)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
@@ -116,6 +131,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'chatgate.db').as_posix()}"
+
+    @property
+    def redispatch_after(self) -> timedelta:
+        return timedelta(seconds=self.redispatch_after_seconds)
 
     @property
     def is_embedded(self) -> bool:

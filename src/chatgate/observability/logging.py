@@ -19,7 +19,11 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging(
-    level: str = "INFO", *, json_output: bool = True, redactor: Redactor = REDACTOR, stream: TextIO | None = None
+    level: str = "INFO",
+    *,
+    json_output: bool = True,
+    redactor: Redactor = REDACTOR,
+    stream: TextIO | None = None,
 ) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(RequestIdFilter())

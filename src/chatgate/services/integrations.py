@@ -11,18 +11,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import Conflict, CryptoError, InvalidInput
+from chatgate.domain.events import EventType, IntegrationStatusData
 from chatgate.domain.ids import new_id, new_public_id
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus, can_transition
 from chatgate.security.keyring.envelope import SecretBox
 from chatgate.security.redaction import Redactor
+from chatgate.services.fanout import Fanout, PendingFanout
 from chatgate.store.db import Database
 from chatgate.store.models import Integration
 from chatgate.store.pagination import Page
+from chatgate.store.repositories.events import EventLog, NewEvent
 from chatgate.store.repositories.integrations import IntegrationRepository
 from chatgate.store.repositories.sealed import integration_credentials_aad
+
+
+def status_changed_event(integration: Integration, previous: str) -> NewEvent | None:
+    if integration.status == previous:
+        return None
+    data = IntegrationStatusData(
+        integration_id=integration.id,
+        provider=integration.kind,
+        status=integration.status,
+        previous_status=previous,
+        reason=integration.status_reason,
+    ).model_dump(mode="json")
+    return NewEvent(EventType.INTEGRATION_STATUS_CHANGED, data, integration.id, None, None)
 
 
 def mask(value: str) -> str:
@@ -39,11 +56,14 @@ class IntegrationChanges:
 
 
 class IntegrationService:
-    def __init__(self, db: Database, box: SecretBox, redactor: Redactor, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, box: SecretBox, redactor: Redactor, clock: Clock, fanout: Fanout | None = None
+    ) -> None:
         self.db = db
         self.box = box
         self.redactor = redactor
         self.clock = clock
+        self.fanout = fanout
 
     async def create(
         self,
@@ -93,8 +113,10 @@ class IntegrationService:
         if changes.credentials is not None:
             self.redactor.register(*changes.credentials.values())
             sealed = await self._seal(tenant_id, integration_id, changes.credentials)
+        pending = None
         async with self.db.transaction() as session:
             integration = await IntegrationRepository(session, tenant_id).get(integration_id)
+            previous = integration.status
             if changes.name is not None:
                 integration.name = changes.name
             if changes.config is not None:
@@ -106,15 +128,51 @@ class IntegrationService:
                 self._move(integration, IntegrationStatus.DISABLED, "disabled by a user")
             elif changes.enabled is True and integration.status == IntegrationStatus.DISABLED:
                 self._move(integration, IntegrationStatus.PENDING, None)
+            pending = await self._record_status_change(session, integration, previous)
+        await self._after_commit(pending)
         return integration
 
     async def set_status(
         self, tenant_id: str, integration_id: str, status: IntegrationStatus, reason: str | None
     ) -> Integration:
         async with self.db.transaction() as session:
-            integration = await IntegrationRepository(session, tenant_id).get(integration_id)
-            self._move(integration, status, reason)
+            integration, previous = await self.set_status_in(
+                session, tenant_id, integration_id, status, reason
+            )
+            pending = await self._record_status_change(session, integration, previous)
+        await self._after_commit(pending)
         return integration
+
+    async def set_status_in(
+        self,
+        session: AsyncSession,
+        tenant_id: str,
+        integration_id: str,
+        status: IntegrationStatus,
+        reason: str | None,
+    ) -> tuple[Integration, str]:
+        """Change the status inside the caller's transaction; returns it with the previous status
+        (the caller records the event with `status_changed_event`)."""
+        integration = await IntegrationRepository(session, tenant_id).get(integration_id)
+        previous = integration.status
+        self._move(integration, status, reason)
+        return integration, previous
+
+    async def _record_status_change(
+        self, session: AsyncSession, integration: Integration, previous: str
+    ) -> PendingFanout | None:
+        event = status_changed_event(integration, previous)
+        if event is None:
+            return None
+        now = self.clock()
+        stored = await EventLog(session, integration.tenant_id).append([event], now)
+        if self.fanout is None:
+            return None
+        return await self.fanout.in_transaction(session, integration.tenant_id, stored, now)
+
+    async def _after_commit(self, pending: PendingFanout | None) -> None:
+        if pending is not None and self.fanout is not None:
+            await self.fanout.after_commit(pending)
 
     async def delete(self, tenant_id: str, integration_id: str) -> None:
         async with self.db.transaction() as session:

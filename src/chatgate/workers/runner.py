@@ -1,7 +1,6 @@
-"""The worker runtime: periodic jobs until asked to stop.
+"""The worker runtime: queue consumers with fair schedulers, the sweeper, housekeeping.
 
-The message pipeline's queue consumers join this runtime (issue: durable pipeline); today it
-runs housekeeping so `chatgate worker` is a real process that starts, works and stops cleanly.
+`chatgate worker` runs it alone; `chatgate serve` runs it beside the API in embedded mode.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatgate.domain.errors import ChatgateError
+from chatgate.workers.fair import FairScheduler
+from chatgate.workers.sweeper import Sweeper
 
 if TYPE_CHECKING:
     from chatgate.bootstrap import Container
@@ -30,6 +31,8 @@ class PeriodicJob:
 def housekeeping_jobs(container: Container) -> list[PeriodicJob]:
     return [
         PeriodicJob("purge-refresh-tokens", 3600, container.access.purge_expired_refresh_tokens),
+        PeriodicJob("purge-finished-jobs", 600, container.maintenance.purge_finished_jobs),
+        PeriodicJob("purge-idempotency-keys", 600, container.maintenance.purge_expired_idempotency_keys),
     ]
 
 
@@ -49,9 +52,36 @@ async def _loop(job: PeriodicJob, stop: asyncio.Event) -> None:
 
 
 async def run_workers(container: Container, stop: asyncio.Event) -> None:
+    settings = container.settings
+    schedulers = {
+        "inbound": FairScheduler(
+            "inbound", container.inbound_processor.handle, concurrency=settings.worker_concurrency
+        ),
+        "send": FairScheduler("send", container.send_worker.handle, concurrency=settings.worker_concurrency),
+    }
+    for topic, handler in container.extra_consumers().items():
+        schedulers[topic] = FairScheduler(topic, handler, concurrency=settings.worker_concurrency)
+    sweeper = Sweeper(
+        container.db,
+        container.queue,
+        container.clock,
+        interval=settings.sweeper_interval_seconds,
+        redispatch_after=settings.redispatch_after,
+    )
     jobs = housekeeping_jobs(container)
-    log.info("worker started with jobs: %s", ", ".join(j.name for j in jobs))
-    async with asyncio.TaskGroup() as group:
-        for job in jobs:
-            group.create_task(_loop(job, stop))
-    log.info("worker stopped")
+    log.info("worker %s started: %s", container.worker_id, ", ".join([*schedulers, *(j.name for j in jobs)]))
+    tasks: list[asyncio.Task[None]] = []
+    for topic, scheduler in schedulers.items():
+        tasks.append(asyncio.create_task(scheduler.run(), name=f"{topic}-scheduler"))
+        tasks.append(
+            asyncio.create_task(container.queue.consume(topic, scheduler.offer), name=f"{topic}-consumer")
+        )
+    tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
+    tasks.extend(asyncio.create_task(_loop(job, stop), name=job.name) for job in jobs)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("worker stopped")

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.errors import Conflict, NotFound
 from chatgate.domain.ids import new_id
-from chatgate.store.models import ApiKey, Tenant, User
+from chatgate.store.models import ApiKey, Tenant, TenantSequence, User
 
 
 class TenantDirectory:
@@ -21,6 +21,8 @@ class TenantDirectory:
             raise Conflict(f"a tenant with slug '{slug}' already exists")
         tenant = Tenant(id=new_id("ten"), name=name, slug=slug, external_id=external_id)
         self.session.add(tenant)
+        await self.session.flush()
+        self.session.add(TenantSequence(tenant_id=tenant.id, last_sequence=0))
         await self.session.flush()
         return tenant
 

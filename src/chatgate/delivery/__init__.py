@@ -1,0 +1,1 @@
+"""Outbound delivery: Standard Webhooks signing and an SSRF-safe HTTP client."""

@@ -1,0 +1,135 @@
+"""The normalized events every consumer sees (webhooks, live stream, pull API), version 1.
+
+The payload models here are the contract: their JSON Schemas are published in docs/events/
+and a test keeps those files in step with these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_VERSION = 1
+
+
+class EventType(StrEnum):
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    MESSAGE_STATUS = "message.status"
+    CONVERSATION_CREATED = "conversation.created"
+    CONTACT_UPDATED = "contact.updated"
+    INTEGRATION_STATUS_CHANGED = "integration.status_changed"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttachmentData(_Payload):
+    kind: str = Field(description="image, video, audio, voice, document, sticker, location, contact, other")
+    mime_type: str | None = None
+    size: int | None = Field(None, description="Bytes, when the provider says")
+    file_name: str | None = None
+    media_id: str | None = Field(None, description="Fetch the bytes at /v1/media/{media_id}")
+    url: str | None = Field(None, description="Link to the bytes: /v1/media/{media_id}, or the sender's URL")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Kind-specific: coordinates, vCard…")
+
+
+class ProviderIds(_Payload):
+    message_id: str | None = None
+    chat_id: str | None = None
+    sender_id: str | None = None
+
+
+class MessageData(_Payload):
+    id: str
+    integration_id: str
+    provider: str
+    conversation_id: str
+    contact_id: str | None
+    direction: str = Field(description="inbound or outbound")
+    status: str
+    text: str | None
+    attachments: list[AttachmentData]
+    reply_to_message_id: str | None = Field(description="Our id of the message this replies to")
+    provider_ids: ProviderIds
+    sent_at: datetime | None
+    created_at: datetime
+
+
+class MessageDeletedData(_Payload):
+    integration_id: str
+    provider: str
+    conversation_id: str
+    message_ids: list[str]
+    provider_message_ids: list[str]
+
+
+class MessageStatusData(_Payload):
+    message_id: str
+    integration_id: str
+    provider: str
+    conversation_id: str
+    status: str = Field(description="sent, delivered, read or failed; only ever moves forward")
+    previous_status: str
+    error_code: str | None = None
+    error_message: str | None = None
+    provider_message_id: str | None = None
+
+
+class ConversationData(_Payload):
+    id: str
+    integration_id: str
+    provider: str
+    kind: str = Field(description="private, group or channel")
+    external_id: str
+    title: str | None
+    contact_id: str | None
+
+
+class ContactData(_Payload):
+    id: str
+    integration_id: str
+    provider: str
+    address: str
+    display_name: str | None
+    username: str | None
+    phone: str | None
+    unreachable: bool
+
+
+class IntegrationStatusData(_Payload):
+    integration_id: str
+    provider: str
+    status: str
+    previous_status: str
+    reason: str | None
+
+
+PAYLOADS: dict[EventType, type[BaseModel]] = {
+    EventType.MESSAGE_RECEIVED: MessageData,
+    EventType.MESSAGE_EDITED: MessageData,
+    EventType.MESSAGE_DELETED: MessageDeletedData,
+    EventType.MESSAGE_STATUS: MessageStatusData,
+    EventType.CONVERSATION_CREATED: ConversationData,
+    EventType.CONTACT_UPDATED: ContactData,
+    EventType.INTEGRATION_STATUS_CHANGED: IntegrationStatusData,
+}
+
+
+class EventEnvelope(BaseModel):
+    """How every event is delivered."""
+
+    id: str = Field(description="Stable event id (evt_…); use it to deduplicate")
+    type: EventType
+    version: int = EVENT_VERSION
+    tenant_id: str
+    sequence: int = Field(description="Monotonic per tenant; resume streams and pulls from it")
+    integration_id: str | None
+    conversation_id: str | None
+    created_at: datetime
+    data: dict[str, Any]

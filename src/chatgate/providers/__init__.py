@@ -1,0 +1,1 @@
+"""One subpackage per provider, each implementing the adapter protocol in `base.py`."""

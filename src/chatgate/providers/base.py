@@ -1,0 +1,90 @@
+"""The provider adapter protocol and what adapters receive and return.
+
+Adapters are stateless and read no global settings: everything arrives through the
+context (credentials, config, the HTTP client, the clock). Errors are the typed provider
+errors of `domain.errors`; workers decide retries by type alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chatgate.delivery.http import SafeHttpClient
+from chatgate.domain.clock import Clock
+from chatgate.domain.inbound import ProviderEvent
+from chatgate.domain.integrations import IntegrationKind
+from chatgate.ratelimit.base import Limit
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A provider's HTTP request exactly as received (headers lower-cased)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IntegrationRef:
+    id: str
+    tenant_id: str
+    kind: IntegrationKind
+    public_id: str
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class IntegrationContext:
+    integration: IntegrationRef
+    credentials: Mapping[str, str]
+    http: SafeHttpClient
+    clock: Clock
+    public_base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    message_id: str
+    recipient: str  # the conversation's external id (chat id, phone number, URL-side id)
+    text: str | None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    reply_to_provider_id: str | None = None
+    buttons: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A rate-limit budget a send spends from (per bot, chat, group, number…)."""
+
+    key: str
+    limit: Limit
+
+
+class ProviderAdapter(Protocol):
+    kind: IntegrationKind
+
+    def verify_inbound(self, request: InboundRequest, ctx: IntegrationContext) -> None:
+        """Raise Unauthenticated unless the request provably comes from the provider."""
+
+    def event_id(self, request: InboundRequest) -> str:
+        """The provider's unique id for this delivery (dedupe key); InvalidInput if absent."""
+
+    def parse_inbound(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
+        """Pure: raw bytes to provider-neutral events. ValueError/InvalidInput when unparseable."""
+
+    def send_buckets(self, message: OutboundMessage, ctx: IntegrationContext) -> list[Bucket]:
+        """Which rate-limit budgets this send spends from."""
+
+    async def send(self, message: OutboundMessage, ctx: IntegrationContext) -> SendResult:
+        """Deliver one message; raise Transient/Permanent provider errors."""

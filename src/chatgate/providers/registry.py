@@ -1,0 +1,29 @@
+"""Which adapter serves which integration kind. Adding a provider = one line here."""
+
+from __future__ import annotations
+
+from chatgate.domain.errors import InvalidInput
+from chatgate.domain.integrations import IntegrationKind
+from chatgate.providers.base import ProviderAdapter
+from chatgate.providers.webhook.adapter import WebhookAdapter
+
+
+class AdapterRegistry:
+    def __init__(self, adapters: list[ProviderAdapter]) -> None:
+        self._adapters = {a.kind: a for a in adapters}
+
+    def get(self, kind: IntegrationKind | str) -> ProviderAdapter:
+        try:
+            return self._adapters[IntegrationKind(kind)]
+        except (KeyError, ValueError) as exc:
+            raise InvalidInput(f"integration kind '{kind}' has no provider adapter yet") from exc
+
+    def supports(self, kind: str) -> bool:
+        try:
+            return IntegrationKind(kind) in self._adapters
+        except ValueError:
+            return False
+
+
+def default_registry() -> AdapterRegistry:
+    return AdapterRegistry([WebhookAdapter()])

@@ -1,0 +1,1 @@
+"""The custom webhook provider ("webhook sites"): signed POSTs in, signed POSTs out."""

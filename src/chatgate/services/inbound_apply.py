@@ -1,0 +1,245 @@
+"""Apply provider-neutral events to the store, inside the caller's transaction.
+
+Every effect is idempotent: a message already stored for (integration, provider id) is not
+stored again, statuses only move forward, and each produced event carries a dedupe key
+derived from its cause, so replaying a raw event changes nothing twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from chatgate.domain.events import EventType, MessageDeletedData
+from chatgate.domain.ids import new_id
+from chatgate.domain.inbound import (
+    Attachment,
+    DeletedMessages,
+    EditedMessage,
+    Ignored,
+    ProviderEvent,
+    ReceivedMessage,
+    StatusUpdate,
+)
+from chatgate.domain.messages import Direction, MessageStatus, moves_forward
+from chatgate.services.event_data import contact_data, conversation_data, message_data, status_data
+from chatgate.store.models import Media, Message
+from chatgate.store.repositories.conversations import ConversationRepository
+from chatgate.store.repositories.events import NewEvent
+
+
+class InboundApplier:
+    def __init__(
+        self, session: AsyncSession, tenant_id: str, integration_id: str, provider: str, now: datetime
+    ) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.integration_id = integration_id
+        self.provider = provider
+        self.now = now
+        self.repo = ConversationRepository(session, tenant_id)
+        self.received = 0
+
+    async def apply(self, event: ProviderEvent, cause: str) -> list[NewEvent]:
+        if isinstance(event, ReceivedMessage):
+            return await self._received(event, cause)
+        if isinstance(event, EditedMessage):
+            return await self._edited(event, cause)
+        if isinstance(event, DeletedMessages):
+            return await self._deleted(event, cause)
+        if isinstance(event, StatusUpdate):
+            return await self.status(event)
+        if isinstance(event, Ignored):
+            return []
+        raise TypeError(f"unknown provider event {type(event).__name__}")
+
+    def _new(self, type_: EventType, data: dict[str, Any], conversation_id: str | None, key: str) -> NewEvent:
+        return NewEvent(type_, data, self.integration_id, conversation_id, key)
+
+    async def _received(self, event: ReceivedMessage, cause: str) -> list[NewEvent]:
+        out: list[NewEvent] = []
+        contact, contact_changed = await self.repo.upsert_contact(self.integration_id, event.sender, self.now)
+        if contact_changed:
+            out.append(
+                self._new(
+                    EventType.CONTACT_UPDATED, contact_data(contact, self.provider), None, f"{cause}:contact"
+                )
+            )
+        private_contact = contact.id if event.chat.kind.value == "private" else None
+        conversation, created = await self.repo.upsert_conversation(
+            self.integration_id, event.chat, private_contact, self.now
+        )
+        if created:
+            out.append(
+                self._new(
+                    EventType.CONVERSATION_CREATED,
+                    conversation_data(conversation, self.provider),
+                    conversation.id,
+                    f"{cause}:conversation",
+                )
+            )
+        existing = await self.repo.message_by_provider_id(
+            self.integration_id, Direction.INBOUND, event.provider_message_id
+        )
+        if existing is not None:
+            return out  # a provider re-delivery under a new event id: the message is already here
+        reply_to = None
+        if event.reply_to_provider_id:
+            targets = await self.repo.messages_by_provider_ids(
+                self.integration_id, [event.reply_to_provider_id]
+            )
+            reply_to = targets[0].id if targets else None
+        message = await self.repo.add_message(
+            Message(
+                id=new_id("msg"),
+                tenant_id=self.tenant_id,
+                integration_id=self.integration_id,
+                conversation_id=conversation.id,
+                contact_id=contact.id,
+                direction=Direction.INBOUND.value,
+                status=MessageStatus.RECEIVED.value,
+                provider_message_id=event.provider_message_id,
+                text=event.text,
+                attachments=[await self._attachment(a) for a in event.attachments],
+                reply_to_message_id=reply_to,
+                reply_to_provider_id=event.reply_to_provider_id,
+                sent_at=event.sent_at,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+        )
+        await self.repo.touch_conversation(conversation.id, self.now)
+        self.received += 1
+        out.append(
+            self._new(
+                EventType.MESSAGE_RECEIVED,
+                message_data(message, self.provider, conversation, contact.address),
+                conversation.id,
+                f"{cause}:message",
+            )
+        )
+        return out
+
+    async def _attachment(self, attachment: Attachment) -> dict[str, Any]:
+        data: dict[str, Any] = {k: v for k, v in asdict(attachment).items() if k != "provider_file_id"}
+        if attachment.provider_file_id or attachment.url:
+            media = Media(
+                id=new_id("med"),
+                tenant_id=self.tenant_id,
+                integration_id=self.integration_id,
+                mime_type=attachment.mime_type,
+                file_name=attachment.file_name,
+                size=attachment.size,
+                provider_file_id=attachment.provider_file_id,
+                source_url=attachment.url,
+                created_at=self.now,
+            )
+            self.session.add(media)
+            data["media_id"] = media.id
+            data["url"] = f"/v1/media/{media.id}"
+        return data
+
+    async def _edited(self, event: EditedMessage, cause: str) -> list[NewEvent]:
+        message = await self.repo.message_by_provider_id(
+            self.integration_id, Direction.INBOUND, event.provider_message_id
+        )
+        if message is None:
+            return []
+        message.text = event.text
+        if event.attachments:
+            message.attachments = [await self._attachment(a) for a in event.attachments]
+        message.edited_at = event.edited_at or self.now
+        conversation = await self.repo.get_conversation(message.conversation_id)
+        sender = event.sender.address if event.sender else None
+        return [
+            self._new(
+                EventType.MESSAGE_EDITED,
+                message_data(message, self.provider, conversation, sender),
+                conversation.id,
+                f"{cause}:edited",
+            )
+        ]
+
+    async def _deleted(self, event: DeletedMessages, cause: str) -> list[NewEvent]:
+        messages = await self.repo.messages_by_provider_ids(
+            self.integration_id, list(event.provider_message_ids)
+        )
+        if not messages:
+            return []
+        for message in messages:
+            message.deleted_at = self.now
+        conversation_id = messages[0].conversation_id
+        data = MessageDeletedData(
+            integration_id=self.integration_id,
+            provider=self.provider,
+            conversation_id=conversation_id,
+            message_ids=[m.id for m in messages],
+            provider_message_ids=[m.provider_message_id or "" for m in messages],
+        ).model_dump(mode="json")
+        return [self._new(EventType.MESSAGE_DELETED, data, conversation_id, f"{cause}:deleted")]
+
+    async def status(self, event: StatusUpdate) -> list[NewEvent]:
+        message = await self.repo.message_by_provider_id(
+            self.integration_id, Direction.OUTBOUND, event.provider_message_id
+        )
+        if message is None:
+            return []
+        return await apply_status(
+            self.session,
+            message,
+            event.status,
+            self.now,
+            event.error_code,
+            event.error_message,
+            self.provider,
+        )
+
+
+async def apply_status(
+    session: AsyncSession,
+    message: Message,
+    status: MessageStatus,
+    now: datetime,
+    error_code: str | None,
+    error_message: str | None,
+    provider: str,
+) -> list[NewEvent]:
+    """Move an outbound message's status forward (never back) and describe the change.
+
+    Compare-and-set on the current status: two reports processed at once (a `read` racing a
+    `delivered`) cannot overwrite each other; the loser re-reads and decides again.
+    """
+    for _ in range(5):
+        previous = MessageStatus(message.status)
+        if not moves_forward(previous, status):
+            return []
+        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at", "failed": "failed_at"}[
+            status.value
+        ]
+        values: dict[str, Any] = {"status": status.value, stamp: now, "updated_at": now}
+        if status == MessageStatus.FAILED:
+            values.update(error_code=error_code, error_message=error_message)
+        if message.provider_message_id is not None:
+            values["provider_message_id"] = message.provider_message_id
+        result = await session.execute(
+            update(Message).where(Message.id == message.id, Message.status == previous.value).values(**values)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            for key, value in values.items():
+                set_committed_value(message, key, value)
+            return [
+                NewEvent(
+                    EventType.MESSAGE_STATUS,
+                    status_data(message, provider, previous.value),
+                    message.integration_id,
+                    message.conversation_id,
+                    f"status:{message.id}:{status.value}",
+                )
+            ]
+        await session.refresh(message)
+    raise RuntimeError(f"message {message.id} status kept changing under us")

@@ -1,0 +1,74 @@
+"""The front door for providers: `POST /in/{kind}/{public_id}`.
+
+Resolve the integration, let its adapter authenticate the raw bytes (failing closed), then
+store the raw event durably; the 200 is sent only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from chatgate.delivery.http import SafeHttpClient
+from chatgate.domain.clock import Clock
+from chatgate.domain.errors import ChatgateError, NotFound, Unauthenticated
+from chatgate.domain.integrations import IntegrationStatus
+from chatgate.observability.metrics import ApiMetrics
+from chatgate.providers.base import InboundRequest, IntegrationContext
+from chatgate.providers.registry import AdapterRegistry
+from chatgate.services.ingest import IngestWriter
+from chatgate.services.integration_cache import IntegrationCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    status: int
+    body: dict[str, object]
+
+
+class InboundGateway:
+    def __init__(
+        self,
+        cache: IntegrationCache,
+        adapters: AdapterRegistry,
+        writer: IngestWriter,
+        http: SafeHttpClient,
+        clock: Clock,
+        metrics: ApiMetrics,
+    ) -> None:
+        self.cache = cache
+        self.adapters = adapters
+        self.writer = writer
+        self.http = http
+        self.clock = clock
+        self.metrics = metrics
+
+    async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
+        if not self.adapters.supports(kind):
+            raise NotFound(f"no inbound endpoint for '{kind}'")
+        integration = await self.cache.by_public_id(kind, public_id)
+        if integration.status == IntegrationStatus.DISABLED:
+            raise NotFound("this integration is disabled")
+        adapter = self.adapters.get(kind)
+        context = IntegrationContext(integration.ref, integration.credentials, self.http, self.clock)
+        try:
+            adapter.verify_inbound(request, context)
+        except Unauthenticated:
+            self.metrics.inbound_rejected_total.labels(kind).inc()
+            log.warning("inbound request for %s %s failed authentication", kind, integration.ref.id)
+            raise
+        event_id = adapter.event_id(request)
+        stored = await self.writer.submit(
+            tenant_id=integration.ref.tenant_id,
+            integration_id=integration.ref.id,
+            kind=kind,
+            provider_event_id=event_id,
+            headers=dict(request.headers),
+            body=request.body,
+        )
+        return InboundOutcome(200, {"ok": True, "duplicate": not stored})
+
+
+__all__ = ["ChatgateError", "InboundGateway", "InboundOutcome"]

@@ -1,0 +1,158 @@
+"""The inbound worker: raw events → normalized events → contacts, conversations, messages → log.
+
+A tenant's raw events are processed in order, a batch per transaction. Exactly-once effect:
+jobs are claimed with a lease; all effects, the log append and the jobs' completion commit
+together, and completion only succeeds while we still hold the leases. A worker that lost a
+lease (too slow, or presumed dead) rolls the whole batch back. If a batch fails for any other
+reason, its events are retried one by one so one bad event cannot hold up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatgate.domain.clock import Clock
+from chatgate.domain.errors import InvalidInput
+from chatgate.providers.registry import AdapterRegistry
+from chatgate.services.fanout import Fanout
+from chatgate.services.inbound_apply import InboundApplier
+from chatgate.store.db import Database
+from chatgate.store.models import Job, RawEvent
+from chatgate.store.repositories.events import EventLog, NewEvent
+from chatgate.store.repositories.integrations import IntegrationRepository
+from chatgate.store.repositories.jobs import JobStore
+from chatgate.workers.queue import QueueItem
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Raised inside a transaction to roll it back: another worker owns the job now."""
+
+
+class InboundProcessor:
+    def __init__(
+        self,
+        db: Database,
+        adapters: AdapterRegistry,
+        fanout: Fanout,
+        clock: Clock,
+        worker_id: str,
+        *,
+        lease: timedelta = timedelta(seconds=60),
+        max_attempts: int = 10,
+    ) -> None:
+        self.db = db
+        self.adapters = adapters
+        self.fanout = fanout
+        self.clock = clock
+        self.worker_id = worker_id
+        self.lease = lease
+        self.max_attempts = max_attempts
+
+    async def handle(self, item: QueueItem) -> None:
+        await self.handle_batch([item])
+
+    async def handle_batch(self, items: list[QueueItem]) -> None:
+        """Items all belong to one tenant (the fair scheduler groups them)."""
+        async with self.db.transaction() as session:
+            jobs = await JobStore(session).claim_many(
+                [i.job_id for i in items], self.worker_id, self.clock(), self.lease
+            )
+        if not jobs:
+            return
+        try:
+            await self._process(jobs)
+        except LeaseLost:
+            log.info("inbound batch of %d was taken over by another worker; rolled back", len(jobs))
+        except Exception:
+            if len(jobs) == 1:
+                log.exception("inbound job %s failed", jobs[0].id)
+                await self._retry(jobs[0], "processing failed; see the logs")
+                return
+            log.warning("inbound batch of %d failed; retrying its events one by one", len(jobs))
+            for job in jobs:
+                try:
+                    await self._process([job])
+                except LeaseLost:
+                    continue
+                except Exception as exc:
+                    log.exception("inbound job %s failed", job.id)
+                    await self._retry(job, f"{type(exc).__name__}: {exc}"[:2000])
+
+    async def _process(self, jobs: list[Job]) -> None:
+        now = self.clock()
+        tenant_id = jobs[0].tenant_id
+        async with self.db.transaction() as session:
+            store = JobStore(session)
+            raws = {
+                r.id: r
+                for r in (
+                    await session.execute(
+                        select(RawEvent).where(
+                            RawEvent.id.in_([j.subject_id for j in jobs]), RawEvent.tenant_id == tenant_id
+                        )
+                    )
+                ).scalars()
+            }
+            new_events: list[NewEvent] = []
+            received: dict[str, int] = {}
+            for job in jobs:
+                raw = raws.get(job.subject_id)
+                if raw is not None:
+                    new_events.extend(await self._apply(session, raw, tenant_id, now, received))
+            stored = await EventLog(session, tenant_id).append(new_events, now)
+            integrations = IntegrationRepository(session, tenant_id)
+            for integration_id, count in received.items():
+                await integrations.count_traffic(integration_id, received=count, at=now)
+            pending = await self.fanout.in_transaction(session, tenant_id, stored, now)
+            for job in jobs:
+                if not await store.finish(job, self.worker_id, now):
+                    raise LeaseLost
+        await self.fanout.after_commit(pending)
+
+    async def _apply(
+        self, session: AsyncSession, raw: RawEvent, tenant_id: str, now: datetime, received: dict[str, int]
+    ) -> list[NewEvent]:
+        adapter = self.adapters.get(raw.kind)
+        raw.processed_at = now
+        try:
+            provider_events = adapter.parse_inbound(raw.body, raw.headers)
+        except (InvalidInput, ValueError, KeyError, TypeError) as exc:
+            raw.status = "parse_failed"
+            raw.error = (exc.message if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}")[
+                :2000
+            ]
+            log.warning("raw event %s could not be parsed: %s", raw.id, raw.error)
+            return []
+        applier = InboundApplier(session, tenant_id, raw.integration_id, raw.kind, now)
+        events: list[NewEvent] = []
+        for index, event in enumerate(provider_events):
+            events.extend(await applier.apply(event, f"raw:{raw.id}:{index}"))
+        raw.status = "processed" if events or applier.received else "ignored"
+        raw.error = None
+        if applier.received:
+            received[raw.integration_id] = received.get(raw.integration_id, 0) + applier.received
+        return events
+
+    async def _retry(self, job: Job, error: str) -> None:
+        now = self.clock()
+        async with self.db.transaction() as session:
+            jobs = JobStore(session)
+            held = await jobs.claimed(job.id, self.worker_id)
+            if held is None:
+                return
+            if held.attempts >= self.max_attempts:
+                await jobs.finish(held, self.worker_id, now, status="dead", error=error)
+                raw = await session.get(RawEvent, held.subject_id)
+                if raw is not None:
+                    raw.status = "failed"
+                    raw.error = error
+                log.error("inbound job %s gave up after %d attempts", held.id, held.attempts)
+                return
+            delay = min(300.0, 2.0**held.attempts)
+            await jobs.retry_later(held, self.worker_id, now + timedelta(seconds=delay), error)

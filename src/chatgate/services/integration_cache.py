@@ -1,0 +1,68 @@
+"""A short-lived cache of integrations with their decrypted credentials.
+
+The inbound path authenticates every provider request with the integration's secret; reading
+and decrypting it per request would cost a query and a decryption each time. Entries live a
+few seconds, so a changed secret or status takes effect quickly on every process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
+from chatgate.providers.base import IntegrationRef
+from chatgate.services.integrations import IntegrationService
+from chatgate.store.db import Database
+from chatgate.store.repositories.integrations import IntegrationRouting
+
+
+@dataclass(frozen=True)
+class CachedIntegration:
+    ref: IntegrationRef
+    status: IntegrationStatus
+    credentials: dict[str, str]
+
+
+class IntegrationCache:
+    def __init__(
+        self,
+        db: Database,
+        integrations: IntegrationService,
+        *,
+        ttl: float = 5.0,
+        max_entries: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.integrations = integrations
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[float, CachedIntegration]] = OrderedDict()
+
+    async def by_public_id(self, kind: str, public_id: str) -> CachedIntegration:
+        key = (kind, public_id)
+        hit = self._entries.get(key)
+        now = self.clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self.db.sessions() as session:
+            row = await IntegrationRouting(session).by_public_id(kind, public_id)
+        entry = CachedIntegration(
+            ref=IntegrationRef(
+                row.id, row.tenant_id, IntegrationKind(row.kind), row.public_id, dict(row.config)
+            ),
+            status=IntegrationStatus(row.status),
+            credentials=await self.integrations.credentials(row),
+        )
+        self._entries[key] = (now + self.ttl, entry)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry
+
+    def forget(self, kind: str, public_id: str) -> None:
+        self._entries.pop((kind, public_id), None)

@@ -1,0 +1,35 @@
+"""SQLAlchemy models. Every tenant-owned row carries `tenant_id`; repositories scope by it."""
+
+from chatgate.store.models.access import ApiKey, AuditEntry, Integration, RefreshToken, Tenant, User
+from chatgate.store.models.base import ID, Base
+from chatgate.store.models.messaging import (
+    Contact,
+    Conversation,
+    Event,
+    IdempotencyKey,
+    Media,
+    Message,
+    RawEvent,
+    TenantSequence,
+)
+from chatgate.store.models.work import Job
+
+__all__ = [
+    "ID",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Contact",
+    "Conversation",
+    "Event",
+    "IdempotencyKey",
+    "Integration",
+    "Job",
+    "Media",
+    "Message",
+    "RawEvent",
+    "RefreshToken",
+    "Tenant",
+    "TenantSequence",
+    "User",
+]

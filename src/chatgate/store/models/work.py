@@ -1,0 +1,33 @@
+"""Jobs: the durable record of work. Queues carry only pointers to these rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatgate.store.models.base import ID, Base
+from chatgate.store.types import utcnow
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_status_lease_until", "status", "lease_until"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # inbound | send | deliver
+    tenant_id: Mapped[str] = mapped_column(ID)
+    subject_id: Mapped[str] = mapped_column(ID, index=True)  # the raw event, message or delivery
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending|running|done|dead
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    leased_by: Mapped[str | None] = mapped_column(String(80))
+    dispatched_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

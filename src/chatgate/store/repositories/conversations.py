@@ -1,0 +1,190 @@
+"""Contacts, conversations and messages of one tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+
+from chatgate.domain.ids import new_id
+from chatgate.domain.inbound import ChatRef, Party
+from chatgate.store.models import Contact, Conversation, Message
+from chatgate.store.pagination import Page
+from chatgate.store.repositories.base import TenantScoped
+
+
+class ConversationRepository(TenantScoped):
+    # --- contacts -------------------------------------------------------------------------------
+
+    async def upsert_contact(self, integration_id: str, party: Party, now: datetime) -> tuple[Contact, bool]:
+        """Returns (contact, changed): changed when created or when its details moved."""
+        contact = await self._contact_by_address(integration_id, party.address)
+        if contact is None:
+            contact = Contact(
+                id=new_id("ctc"),
+                tenant_id=self.tenant_id,
+                integration_id=integration_id,
+                address=party.address,
+                display_name=party.display_name,
+                username=party.username,
+                phone=party.phone,
+                created_at=now,
+                updated_at=now,
+            )
+            created = await self._insert_or_get(
+                contact, lambda: self._contact_by_address(integration_id, party.address)
+            )
+            return created, created is contact
+        changed = False
+        for field in ("display_name", "username", "phone"):
+            value = getattr(party, field)
+            if value is not None and value != getattr(contact, field):
+                setattr(contact, field, value)
+                changed = True
+        if changed:
+            contact.updated_at = now
+        return contact, changed
+
+    async def _contact_by_address(self, integration_id: str, address: str) -> Contact | None:
+        query = self._select(Contact).where(
+            Contact.integration_id == integration_id, Contact.address == address
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def get_contact(self, contact_id: str) -> Contact:
+        return await self._get(Contact, contact_id, "contact")
+
+    async def list_contacts(
+        self, *, cursor: str | None, limit: int, integration_id: str | None, q: str | None
+    ) -> Page[Contact]:
+        query = self._select(Contact)
+        if integration_id:
+            query = query.where(Contact.integration_id == integration_id)
+        if q:
+            like = f"%{q}%"
+            query = query.where(
+                or_(Contact.display_name.like(like), Contact.username.like(like), Contact.address.like(like))
+            )
+        return await self._page(query, Contact, cursor, limit)
+
+    async def mark_unreachable(self, contact_id: str, unreachable: bool, now: datetime) -> None:
+        await self.session.execute(
+            update(Contact)
+            .where(Contact.tenant_id == self.tenant_id, Contact.id == contact_id)
+            .values(unreachable=unreachable, updated_at=now)
+        )
+
+    # --- conversations --------------------------------------------------------------------------
+
+    async def upsert_conversation(
+        self, integration_id: str, chat: ChatRef, contact_id: str | None, now: datetime
+    ) -> tuple[Conversation, bool]:
+        conversation = await self._conversation_by_external(integration_id, chat.external_id)
+        if conversation is None:
+            conversation = Conversation(
+                id=new_id("cnv"),
+                tenant_id=self.tenant_id,
+                integration_id=integration_id,
+                external_id=chat.external_id,
+                kind=chat.kind.value,
+                title=chat.title,
+                contact_id=contact_id,
+                created_at=now,
+            )
+            stored = await self._insert_or_get(
+                conversation, lambda: self._conversation_by_external(integration_id, chat.external_id)
+            )
+            return stored, stored is conversation
+        if chat.title and chat.title != conversation.title:
+            conversation.title = chat.title
+        return conversation, False
+
+    async def _conversation_by_external(self, integration_id: str, external_id: str) -> Conversation | None:
+        query = self._select(Conversation).where(
+            Conversation.integration_id == integration_id, Conversation.external_id == external_id
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def get_conversation(self, conversation_id: str) -> Conversation:
+        return await self._get(Conversation, conversation_id, "conversation")
+
+    async def list_conversations(
+        self, *, cursor: str | None, limit: int, integration_id: str | None, q: str | None
+    ) -> Page[Conversation]:
+        query = self._select(Conversation)
+        if integration_id:
+            query = query.where(Conversation.integration_id == integration_id)
+        if q:
+            query = query.where(or_(Conversation.title.like(f"%{q}%"), Conversation.external_id == q))
+        return await self._page(query, Conversation, cursor, limit)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    async def message_by_provider_id(
+        self, integration_id: str, direction: str, provider_message_id: str
+    ) -> Message | None:
+        query = self._select(Message).where(
+            Message.integration_id == integration_id,
+            Message.direction == direction,
+            Message.provider_message_id == provider_message_id,
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def messages_by_provider_ids(self, integration_id: str, provider_ids: list[str]) -> list[Message]:
+        if not provider_ids:
+            return []
+        query = self._select(Message).where(
+            Message.integration_id == integration_id, Message.provider_message_id.in_(provider_ids)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def add_message(self, message: Message) -> Message:
+        self.session.add(message)
+        await self.session.flush()
+        return message
+
+    async def get_message(self, message_id: str) -> Message:
+        return await self._get(Message, message_id, "message")
+
+    async def list_messages(
+        self,
+        conversation_id: str,
+        *,
+        cursor: str | None,
+        limit: int,
+        q: str | None,
+        direction: str | None,
+        status: str | None,
+    ) -> Page[Message]:
+        await self.get_conversation(conversation_id)  # 404 for another tenant's conversation
+        query = self._select(Message).where(Message.conversation_id == conversation_id)
+        if q:
+            query = query.where(Message.text.like(f"%{q}%"))
+        if direction:
+            query = query.where(Message.direction == direction)
+        if status:
+            query = query.where(Message.status == status)
+        return await self._page(query, Message, cursor, limit)
+
+    async def touch_conversation(self, conversation_id: str, at: datetime) -> None:
+        await self.session.execute(
+            update(Conversation)
+            .where(Conversation.tenant_id == self.tenant_id, Conversation.id == conversation_id)
+            .where(or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < at))
+            .values(last_message_at=at)
+        )
+
+    async def _insert_or_get(self, row: Any, reload: Any) -> Any:
+        """Insert under a savepoint; if a concurrent writer won the unique key, use theirs."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(row)
+                await self.session.flush()
+        except IntegrityError:
+            existing = await reload()
+            if existing is None:
+                raise
+            return existing
+        return row

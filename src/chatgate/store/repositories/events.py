@@ -1,0 +1,105 @@
+"""The tenant event log: append with per-tenant sequence numbers, read after a sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from chatgate.domain.events import EVENT_VERSION, EventType
+from chatgate.domain.ids import new_id
+from chatgate.store.models import Event, TenantSequence
+from chatgate.store.repositories.base import TenantScoped
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: EventType
+    data: dict[str, Any]
+    integration_id: str | None = None
+    conversation_id: str | None = None
+    dedupe_key: str | None = None
+
+
+class EventLog(TenantScoped):
+    async def append(self, events: list[NewEvent], now: datetime) -> list[Event]:
+        """Number and store events. The sequence row stays locked until commit, so events of
+        one tenant become visible in sequence order and a reader after N never skips one."""
+        if not events:
+            return []
+        fresh = await self._without_seen(events)
+        if not fresh:
+            return []
+        await self.session.execute(
+            update(TenantSequence)
+            .where(TenantSequence.tenant_id == self.tenant_id)
+            .values(last_sequence=TenantSequence.last_sequence + len(fresh))
+        )
+        last = (
+            await self.session.execute(
+                select(TenantSequence.last_sequence).where(TenantSequence.tenant_id == self.tenant_id)
+            )
+        ).scalar_one_or_none()
+        if last is None:  # a tenant created before its counter existed
+            self.session.add(TenantSequence(tenant_id=self.tenant_id, last_sequence=len(fresh)))
+            await self.session.flush()
+            last = len(fresh)
+        first = last - len(fresh) + 1
+        rows = [
+            {
+                "event_id": new_id("evt"),
+                "tenant_id": self.tenant_id,
+                "sequence": first + i,
+                "type": e.type.value,
+                "version": EVENT_VERSION,
+                "integration_id": e.integration_id,
+                "conversation_id": e.conversation_id,
+                "dedupe_key": e.dedupe_key,
+                "data": e.data,
+                "created_at": now,
+            }
+            for i, e in enumerate(fresh)
+        ]
+        await self.session.execute(insert(Event), rows)
+        stored = await self.session.execute(
+            select(Event)
+            .where(Event.tenant_id == self.tenant_id, Event.sequence >= first, Event.sequence <= last)
+            .order_by(Event.sequence)
+        )
+        return list(stored.scalars())
+
+    async def _without_seen(self, events: list[NewEvent]) -> list[NewEvent]:
+        keys = [e.dedupe_key for e in events if e.dedupe_key]
+        seen: set[str] = set()
+        if keys:
+            query = select(Event.dedupe_key).where(Event.dedupe_key.in_(keys))
+            seen = {k for k in (await self.session.execute(query)).scalars() if k}
+        fresh: list[NewEvent] = []
+        for event in events:
+            if event.dedupe_key and event.dedupe_key in seen:
+                continue
+            if event.dedupe_key:
+                seen.add(event.dedupe_key)
+            fresh.append(event)
+        return fresh
+
+    async def after(
+        self,
+        sequence: int,
+        *,
+        limit: int,
+        types: list[str] | None = None,
+        integration_id: str | None = None,
+    ) -> list[Event]:
+        query = self._select(Event).where(Event.sequence > sequence)
+        if types:
+            query = query.where(Event.type.in_(types))
+        if integration_id:
+            query = query.where(Event.integration_id == integration_id)
+        return list((await self.session.execute(query.order_by(Event.sequence).limit(limit))).scalars())
+
+    async def last_sequence(self) -> int:
+        query = select(TenantSequence.last_sequence).where(TenantSequence.tenant_id == self.tenant_id)
+        return int((await self.session.execute(query)).scalar_one_or_none() or 0)

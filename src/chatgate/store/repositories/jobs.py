@@ -1,0 +1,176 @@
+"""The job table: claim with a lease, finish, retry later, and find work to re-dispatch.
+
+All methods are system-level (not tenant-scoped): workers act for every tenant, and a job
+carries its tenant id onward to the tenant-scoped repositories its handler uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatgate.domain.ids import new_id
+from chatgate.store.models import Job
+
+
+def new_job(
+    kind: str, tenant_id: str, subject_id: str, now: datetime, run_after: datetime | None = None
+) -> Job:
+    return Job(
+        id=new_id("job"),
+        kind=kind,
+        tenant_id=tenant_id,
+        subject_id=subject_id,
+        status="pending",
+        run_after=run_after or now,
+        attempts=0,
+        dispatched_at=now,  # published right after commit; the sweeper waits before re-publishing
+        created_at=now,
+    )
+
+
+def job_row(kind: str, tenant_id: str, subject_id: str, now: datetime) -> dict[str, object]:
+    """The same as `new_job`, as a plain row for bulk inserts on the ingest path."""
+    return {
+        "id": new_id("job"),
+        "kind": kind,
+        "tenant_id": tenant_id,
+        "subject_id": subject_id,
+        "status": "pending",
+        "run_after": now,
+        "attempts": 0,
+        "dispatched_at": now,
+        "created_at": now,
+    }
+
+
+class JobStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(self, job_id: str, worker: str, now: datetime, lease: timedelta) -> Job | None:
+        """Take the job if it is due and nobody holds a live lease on it."""
+        result = await self.session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    and_(Job.status == "pending", Job.run_after <= now),
+                    and_(Job.status == "running", Job.lease_until < now),
+                ),
+            )
+            .values(status="running", lease_until=now + lease, leased_by=worker, attempts=Job.attempts + 1)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return await self.session.get(Job, job_id, populate_existing=True)
+
+    async def claim_many(
+        self, job_ids: Sequence[str], worker: str, now: datetime, lease: timedelta
+    ) -> list[Job]:
+        """Claim several jobs in one statement; returns the ones now held by `worker`, oldest first."""
+        if not job_ids:
+            return []
+        until = now + lease
+        await self.session.execute(
+            update(Job)
+            .where(
+                Job.id.in_(job_ids),
+                or_(
+                    and_(Job.status == "pending", Job.run_after <= now),
+                    and_(Job.status == "running", Job.lease_until < now),
+                ),
+            )
+            .values(status="running", lease_until=until, leased_by=worker, attempts=Job.attempts + 1)
+        )
+        query = (
+            select(Job)
+            .where(
+                Job.id.in_(job_ids),
+                Job.status == "running",
+                Job.leased_by == worker,
+                Job.lease_until == until,
+            )
+            .order_by(Job.id)
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def claimed(self, job_id: str, worker: str) -> Job | None:
+        """The job, if this worker still holds it (re-read inside the effect transaction)."""
+        query = select(Job).where(Job.id == job_id, Job.status == "running", Job.leased_by == worker)
+        return (
+            await self.session.execute(query.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
+
+    async def finish(
+        self, job: Job, worker: str, now: datetime, *, status: str = "done", error: str | None = None
+    ) -> bool:
+        """Close the job only if we still hold it; False means the lease was lost (roll back)."""
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "running", Job.leased_by == worker)
+            .values(status=status, finished_at=now, lease_until=None, last_error=error)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def retry_later(
+        self, job: Job, worker: str, run_after: datetime, error: str | None, *, count_attempt: bool = True
+    ) -> bool:
+        values: dict[str, object] = {
+            "status": "pending",
+            "run_after": run_after,
+            "lease_until": None,
+            "last_error": error,
+        }
+        if not count_attempt:
+            values["attempts"] = Job.attempts - 1  # waiting for a rate limit is not a failed attempt
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "running", Job.leased_by == worker)
+            .values(**values)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def due_for_dispatch(self, now: datetime, redispatch_after: timedelta, limit: int) -> list[Job]:
+        """Pending jobs that are due and were not published recently, and running jobs whose lease expired."""
+        stale = now - redispatch_after
+        query = (
+            select(Job)
+            .where(
+                or_(
+                    and_(
+                        Job.status == "pending",
+                        Job.run_after <= now,
+                        or_(
+                            Job.dispatched_at.is_(None),
+                            Job.dispatched_at < stale,
+                            Job.dispatched_at < Job.run_after,
+                        ),
+                    ),
+                    and_(Job.status == "running", Job.lease_until < now),
+                )
+            )
+            .order_by(Job.run_after)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def mark_dispatched(self, job_ids: Sequence[str], now: datetime) -> None:
+        if job_ids:
+            await self.session.execute(update(Job).where(Job.id.in_(job_ids)).values(dispatched_at=now))
+
+    async def purge_finished(self, before: datetime) -> int:
+        result = await self.session.execute(
+            delete(Job).where(Job.status.in_(("done", "dead")), Job.finished_at < before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        from sqlalchemy import func
+
+        query = select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
+        return {(kind, status): int(n) for kind, status, n in (await self.session.execute(query)).all()}

@@ -1,0 +1,328 @@
+"""The durable pipeline end to end, through the webhook provider, on every database.
+
+Inbound: authenticated, stored once, normalized into contacts, conversations, messages and
+events. Outbound: idempotent sends, delivered to the receiving site, statuses forward-only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from standardwebhooks.webhooks import Webhook
+
+from chatgate.store.models import Event, RawEvent
+from tests.conftest import Api, TenantHandle, unique
+from tests.webhook_helpers import (
+    OUTBOUND_SECRET,
+    Receiver,
+    eventually,
+    message_payload,
+    post_inbound,
+    start_receiver,
+    webhook_integration,
+)
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    site, runner = await start_receiver()
+    yield site
+    await runner.cleanup()
+
+
+async def count_raw(api: Api, integration_id: str) -> int:
+    async with api.container.db.sessions() as session:
+        query = select(func.count()).select_from(RawEvent).where(RawEvent.integration_id == integration_id)
+        return int((await session.execute(query)).scalar_one())
+
+
+async def events_of(api: Api, tenant_id: str) -> list[Event]:
+    async with api.container.db.sessions() as session:
+        query = select(Event).where(Event.tenant_id == tenant_id).order_by(Event.sequence)
+        return list((await session.execute(query)).scalars())
+
+
+async def messages_in(api: Api, tenant: TenantHandle, conversation_id: str) -> list[dict[str, Any]]:
+    response = await api.client.get(
+        f"/v1/conversations/{conversation_id}/messages", headers=tenant.key_headers
+    )
+    assert response.status_code == 200, response.text
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data
+
+
+async def only_conversation(api: Api, tenant: TenantHandle) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        data = (await api.client.get("/v1/conversations", headers=tenant.key_headers)).json()["data"]
+        return data[0] if data else None
+
+    result: dict[str, Any] = await eventually(find)
+    return result
+
+
+async def test_inbound_message_is_stored_once_and_normalized(api: Api) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    payload = message_payload("hello there", message_id="m-100")
+    first = await post_inbound(api, integration, payload, event_id="evt-100")
+    assert first.status_code == 200
+    assert first.json() == {"ok": True, "duplicate": False}
+    again = await post_inbound(api, integration, payload, event_id="evt-100")
+    assert again.json() == {"ok": True, "duplicate": True}
+    # The provider re-sends the same message under a new delivery id: still one message.
+    await post_inbound(api, integration, payload, event_id="evt-100-redelivery")
+    assert await count_raw(api, integration["id"]) == 2
+
+    conversation = await only_conversation(api, tenant)
+    assert conversation["external_id"] == "chat-1"
+    assert conversation["kind"] == "private"
+    messages = await eventually(lambda: messages_in(api, tenant, conversation["id"]))
+    await eventually(lambda: _raw_statuses_done(api, integration["id"]))
+    messages = await messages_in(api, tenant, conversation["id"])
+    assert [m["text"] for m in messages] == ["hello there"]
+    assert messages[0]["direction"] == "inbound"
+    assert messages[0]["provider_message_id"] == "m-100"
+
+    events = await events_of(api, tenant.id)
+    types = [e.type for e in events]
+    assert types == ["contact.updated", "conversation.created", "message.received"]
+    assert [e.sequence for e in events] == [1, 2, 3]
+    received = events[-1].data
+    assert received["text"] == "hello there"
+    assert received["provider"] == "webhook"
+    assert received["provider_ids"] == {"message_id": "m-100", "chat_id": "chat-1", "sender_id": "user-1"}
+    contact = (
+        await api.client.get(f"/v1/contacts/{received['contact_id']}", headers=tenant.key_headers)
+    ).json()
+    assert contact["display_name"] == "Alice Example"
+    integration_now = (
+        await api.client.get(f"/v1/integrations/{integration['id']}", headers=tenant.key_headers)
+    ).json()
+    assert integration_now["counters"]["messages_received"] == 1
+
+
+async def _raw_statuses_done(api: Api, integration_id: str) -> bool:
+    async with api.container.db.sessions() as session:
+        statuses = (
+            await session.execute(select(RawEvent.status).where(RawEvent.integration_id == integration_id))
+        ).scalars()
+        values = list(statuses)
+    return bool(values) and all(s != "pending" for s in values)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda h: {**h, "webhook-signature": "v1,AAAA" + h["webhook-signature"][7:]}, "no matching"),
+        (lambda h: {k: v for k, v in h.items() if k != "webhook-signature"}, "missing"),
+        (lambda h: {**h, "webhook-timestamp": "1000000000"}, "too old"),
+    ],
+)
+async def test_forged_inbound_is_401_and_stores_nothing(api: Api, mutate: Any, reason: str) -> None:
+    import time
+
+    from chatgate.delivery import signing
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    body = json.dumps(message_payload("forged", message_id="m-x")).encode()
+    headers = signing.headers("whsec_" + "A" * 40, "evt-forged", int(time.time()), body)
+    good = signing.headers("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "evt-forged", int(time.time()), body)
+    for candidate in (headers, mutate(good)):
+        response = await api.client.post(integration["inbound_path"], content=body, headers=candidate)
+        assert response.status_code == 401, response.text
+    assert reason in response.json()["detail"]
+    assert await count_raw(api, integration["id"]) == 0
+    metrics = (await api.client.get("/metrics")).text
+    assert 'inbound_auth_rejected_total{kind="webhook"}' in metrics
+
+
+async def test_flipped_byte_is_rejected(api: Api) -> None:
+    import time
+
+    from chatgate.delivery import signing
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    body = json.dumps(message_payload("original", message_id="m-y")).encode()
+    headers = signing.headers("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "evt-flip", int(time.time()), body)
+    tampered = body.replace(b"original", b"origina1")
+    response = await api.client.post(integration["inbound_path"], content=tampered, headers=headers)
+    assert response.status_code == 401
+    assert await count_raw(api, integration["id"]) == 0
+
+
+async def test_unknown_integration_is_404(api: Api) -> None:
+    response = await api.client.post("/in/webhook/not-a-real-id", content=b"{}")
+    assert response.status_code == 404
+    assert (await api.client.post("/in/fax/whatever", content=b"{}")).status_code == 404
+
+
+async def test_unparseable_event_is_kept_and_replayable(api: Api) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    response = await post_inbound(
+        api, integration, b'{"type": "message.received", "message": {}}', event_id="bad-1"
+    )
+    assert response.status_code == 200  # stored: acknowledged, never lost
+
+    async def failed() -> list[dict[str, Any]]:
+        page = await api.client.get("/v1/raw-events?status=parse_failed", headers=tenant.key_headers)
+        data: list[dict[str, Any]] = page.json()["data"]
+        return data
+
+    rows = await eventually(failed)
+    assert "'message.id' is required" in rows[0]["error"]
+    detail = (await api.client.get(f"/v1/raw-events/{rows[0]['id']}", headers=tenant.key_headers)).json()
+    assert detail["body"].startswith('{"type": "message.received"')
+    replay = await api.client.post(f"/v1/raw-events/{rows[0]['id']}/replay", headers=tenant.key_headers)
+    assert replay.status_code == 202
+    await eventually(failed)  # still unparseable: replaying is safe and says so again
+
+
+async def test_send_is_idempotent_and_reaches_the_site(api: Api, receiver: Receiver) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant, receiver.url + "/" + unique("t"))
+    body = {"integration_id": integration["id"], "to": "customer-7", "text": "your order shipped"}
+    key = unique("idem-")
+    first = await api.client.post(
+        "/v1/messages", json=body, headers={**tenant.key_headers, "Idempotency-Key": key}
+    )
+    assert first.status_code == 202, first.text
+    message = first.json()["message"]
+    assert message["status"] == "queued"
+    second = await api.client.post(
+        "/v1/messages", json=body, headers={**tenant.key_headers, "Idempotency-Key": key}
+    )
+    assert second.status_code == 202
+    assert second.json()["message"]["id"] == message["id"]
+    assert second.json()["replayed"] is True
+    assert second.headers["idempotent-replayed"] == "true"
+    other = await api.client.post(
+        "/v1/messages",
+        json={**body, "text": "something else"},
+        headers={**tenant.key_headers, "Idempotency-Key": key},
+    )
+    assert other.status_code == 409
+    assert "different request" in other.json()["detail"]
+
+    async def sent() -> dict[str, Any] | None:
+        current = (await api.client.get(f"/v1/messages/{message['id']}", headers=tenant.key_headers)).json()
+        return current if current["status"] == "sent" else None
+
+    done = await eventually(sent)
+    mine = [r for r in receiver.requests if json.loads(r["body"]).get("id") == message["id"]]
+    assert len(mine) == 1
+    request = mine[0]
+    # The site verifies our signature with the reference library.
+    verified = Webhook(OUTBOUND_SECRET).verify(request["body"], request["headers"])
+    assert verified["text"] == "your order shipped"
+    assert verified["conversation"] == {"id": "customer-7"}
+    assert done["provider_message_id"].startswith("site-")
+    events = await events_of(api, tenant.id)
+    status_events = [e.data for e in events if e.type == "message.status"]
+    assert status_events == [
+        {
+            "message_id": message["id"],
+            "integration_id": integration["id"],
+            "provider": "webhook",
+            "conversation_id": message["conversation_id"],
+            "status": "sent",
+            "previous_status": "queued",
+            "error_code": None,
+            "error_message": None,
+            "provider_message_id": done["provider_message_id"],
+        }
+    ]
+
+
+async def test_statuses_only_move_forward(api: Api, receiver: Receiver) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant, receiver.url)
+    sent = await api.client.post(
+        "/v1/messages",
+        json={"integration_id": integration["id"], "to": "c-1", "text": "hi"},
+        headers=tenant.key_headers,
+    )
+    message_id = sent.json()["message"]["id"]
+
+    async def provider_id() -> str | None:
+        current = (await api.client.get(f"/v1/messages/{message_id}", headers=tenant.key_headers)).json()
+        return current["provider_message_id"] if current["status"] == "sent" else None
+
+    site_id = await eventually(provider_id)
+    for index, status in enumerate(["read", "delivered", "failed", "sent"]):
+        payload = {"type": "message.status", "message_id": site_id, "status": status}
+        assert (await post_inbound(api, integration, payload, event_id=f"st-{index}")).status_code == 200
+
+    async def final() -> dict[str, Any] | None:
+        await eventually(lambda: _raw_statuses_done(api, integration["id"]))
+        current: dict[str, Any] = (
+            await api.client.get(f"/v1/messages/{message_id}", headers=tenant.key_headers)
+        ).json()
+        return current
+
+    current = await final()
+    assert current["status"] == "read"
+    assert current["failed_at"] is None
+    statuses = [e.data["status"] for e in await events_of(api, tenant.id) if e.type == "message.status"]
+    assert statuses == ["sent", "read"]
+
+
+async def test_permanent_failure_keeps_the_reason(api: Api, receiver: Receiver) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant, receiver.url)
+    receiver.responses.append((400, {}))
+    sent = await api.client.post(
+        "/v1/messages",
+        json={"integration_id": integration["id"], "to": "c-9", "text": "x"},
+        headers=tenant.key_headers,
+    )
+    message_id = sent.json()["message"]["id"]
+
+    async def failed() -> dict[str, Any] | None:
+        current: dict[str, Any] = (
+            await api.client.get(f"/v1/messages/{message_id}", headers=tenant.key_headers)
+        ).json()
+        return current if current["status"] == "failed" else None
+
+    current = await eventually(failed)
+    assert current["error_message"] == "the receiving site answered 400"
+
+
+async def test_send_validation_errors_are_clear(api: Api) -> None:
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    empty = await api.client.post(
+        "/v1/messages", json={"integration_id": integration["id"], "to": "x"}, headers=tenant.key_headers
+    )
+    assert empty.status_code == 422
+    assert "text or at least one attachment" in empty.json()["detail"]
+    nowhere = await api.client.post("/v1/messages", json={"text": "hi"}, headers=tenant.key_headers)
+    assert nowhere.status_code == 422
+    assert "conversation_id" in nowhere.json()["detail"]
+    both = await api.client.post(
+        "/v1/messages",
+        json={"integration_id": integration["id"], "to": "x", "attachments": [{"kind": "image"}]},
+        headers=tenant.key_headers,
+    )
+    assert both.status_code == 422
+    assert "exactly one of 'url' or 'media_id'" in both.text
+    disabled = await api.client.patch(
+        f"/v1/integrations/{integration['id']}", json={"enabled": False}, headers=tenant.key_headers
+    )
+    assert disabled.status_code == 200
+    refused = await api.client.post(
+        "/v1/messages",
+        json={"integration_id": integration["id"], "to": "x", "text": "hi"},
+        headers=tenant.key_headers,
+    )
+    assert refused.status_code == 409
+    assert "is disabled" in refused.json()["detail"]
+    statuses = [e.data for e in await events_of(api, tenant.id) if e.type == "integration.status_changed"]
+    assert statuses[-1]["status"] == "disabled"
+    assert statuses[-1]["previous_status"] == "pending"
