@@ -1,0 +1,108 @@
+"""The inbound hot path as plain ASGI, in front of the framework.
+
+Provider webhooks are the one endpoint that must keep up with whatever providers send, so
+`POST /in/{kind}/{public_id}` skips routing, dependency injection and the generic middleware
+stack, and does only its job: read the bytes, authenticate, store, answer. It serves the
+same `InboundGateway` as the documented FastAPI route, which remains for the OpenAPI
+document and as the fallback for any other method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatgate.api.errors import status_for
+from chatgate.domain.errors import ChatgateError
+from chatgate.observability.metrics import ApiMetrics
+from chatgate.providers.base import InboundRequest
+from chatgate.services.inbound_gateway import InboundGateway
+
+log = logging.getLogger(__name__)
+ROUTE = "/in/{kind}/{public_id}"
+MAX_INBOUND_BYTES = 4 * 1024 * 1024
+
+
+def _json(status: int, body: dict[str, object]) -> tuple[int, bytes, bytes]:
+    content_type = b"application/json" if status < 400 else b"application/problem+json"
+    return status, json.dumps(body, separators=(",", ":")).encode(), content_type
+
+
+class InboundFastPath:
+    def __init__(self, app: ASGIApp, *, gateway: InboundGateway, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.metrics = metrics
+        self._total = metrics.request_total
+        self._duration = metrics.request_duration.labels("POST", ROUTE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/in/"):
+            await self.app(scope, receive, send)
+            return
+        parts = scope["path"].split("/")
+        if len(parts) != 4 or not parts[2] or not parts[3]:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, body, content_type = await self._handle(scope, receive, parts[2], parts[3])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self._duration.observe(time.perf_counter() - started)
+        self._total.labels("POST", ROUTE, str(status)).inc()
+        if status >= 400:
+            self.metrics.request_error_total.labels("POST", ROUTE, str(status)).inc()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, kind: str, public_id: str
+    ) -> tuple[int, bytes, bytes]:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _json(400, {"detail": "the client went away"})
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_INBOUND_BYTES:
+                return _json(413, {"detail": f"the body is larger than {MAX_INBOUND_BYTES} bytes"})
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request = InboundRequest(
+            method="POST",
+            url=_url(scope, headers),
+            headers=headers,
+            body=b"".join(chunks),
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+        )
+        try:
+            outcome = await self.gateway.receive(kind, public_id, request)
+        except ChatgateError as exc:
+            status, title = status_for(exc)
+            return _json(status, {"title": title, "status": status, "detail": exc.message, "code": exc.code})
+        except Exception:
+            log.exception("inbound %s failed", kind)
+            return _json(
+                500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"}
+            )
+        return _json(outcome.status, outcome.body)
+
+
+def _url(scope: Scope, headers: dict[str, str]) -> str:
+    scheme = scope.get("scheme", "http")
+    host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
+    query = scope.get("query_string", b"")
+    path = scope.get("root_path", "") + scope["path"]
+    return f"{scheme}://{host}{path}" + (f"?{query.decode('latin-1')}" if query else "")
