@@ -172,6 +172,7 @@ class Container:
             self.clock,
             self.worker_id,
             max_attempts=s.send_max_attempts,
+            lease=lease,
         )
 
     def event_hooks(self) -> list[EventHook]:

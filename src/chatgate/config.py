@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         30.0, ge=1, description="Re-publish a due job not picked up by then"
     )
     send_max_attempts: int = Field(8, ge=1, le=50)
+    job_lease_seconds: float = Field(
+        60.0, ge=1, le=3600, description="A dead worker's jobs are taken over after this"
+    )
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
 
     # --- outbound HTTP (webhook provider, tenant webhooks): SSRF protection -------------------
