@@ -154,8 +154,9 @@ class Container:
             self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
         )
         self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
+        lease = timedelta(seconds=s.job_lease_seconds)
         self.inbound_processor = InboundProcessor(
-            self.db, self.adapters, self.fanout, self.clock, self.worker_id
+            self.db, self.adapters, self.fanout, self.clock, self.worker_id, lease=lease
         )
         self.sending = SendService(
             self.db, self.queue.publish, self.clock, idempotency_ttl=timedelta(hours=s.idempotency_ttl_hours)
