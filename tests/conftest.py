@@ -10,6 +10,7 @@ import base64
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,18 @@ async def start_api(settings: Settings, backend: str, **container_kwargs: Any) -
         transport = httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(backend, container, client, app)
+
+
+@asynccontextmanager
+async def running_api(
+    settings: Settings, backend: str = "sqlite", **container_kwargs: Any
+) -> AsyncIterator[Api]:
+    runs = start_api(settings, backend, **container_kwargs)
+    api = await runs.__anext__()
+    try:
+        yield api
+    finally:
+        await runs.aclose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 import time
@@ -38,12 +39,13 @@ async def start_receiver() -> tuple[Receiver, web.AppRunner]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         receiver.requests.append({"headers": dict(request.headers), "body": body, "path": request.path})
+        site_id = f"site-{len(receiver.requests)}"  # before any await: unique per request
         if receiver.delay:
             await asyncio.sleep(receiver.delay)
         if receiver.responses:
             status, headers = receiver.responses.pop(0)
             return web.json_response({"error": "scripted"}, status=status, headers=headers)
-        return web.json_response({"message_id": f"site-{len(receiver.requests)}"})
+        return web.json_response({"message_id": site_id})
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
@@ -108,7 +110,9 @@ async def eventually(
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)
