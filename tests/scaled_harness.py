@@ -79,7 +79,9 @@ class Proc:
     port: int | None = None
 
     @classmethod
-    def start(cls, name: str, args: list[str], env: Mapping[str, str], cwd: Path, port: int | None = None) -> Proc:
+    def start(
+        cls, name: str, args: list[str], env: Mapping[str, str], cwd: Path, port: int | None = None
+    ) -> Proc:
         log_path = cwd / f"{name}.log"
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
@@ -162,7 +164,8 @@ def bootstrap_tenant(env: Mapping[str, str], cwd: Path, email: str, slug: str) -
     assert result.returncode == 0, result.stdout + result.stderr
     key = re.search(r"API key  (cgk_\S+)", result.stdout)
     tenant = re.search(r"tenant   \S+ \((\S+)\)", result.stdout)
-    assert key is not None and tenant is not None, result.stdout
+    assert key is not None, result.stdout
+    assert tenant is not None, result.stdout
     return tenant.group(1), key.group(1)
 
 

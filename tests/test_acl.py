@@ -95,6 +95,14 @@ async def _raw_event(api: Api, tenant: TenantHandle) -> str:
     return str(page.json()["data"][0]["id"])
 
 
+async def _media(api: Api, tenant: TenantHandle) -> str:
+    response = await api.client.post(
+        "/v1/media", files={"file": ("victim.txt", b"secret bytes", "text/plain")}, headers=tenant.key_headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "integration_id": _integration,
     "user_id": _user,
@@ -103,6 +111,7 @@ OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "conversation_id": _conversation,
     "contact_id": _contact,
     "raw_event_id": _raw_event,
+    "media_id": _media,
 }
 
 
@@ -114,6 +123,7 @@ OBJECT_PATHS = {
     "conversation_id": "/v1/conversations/",
     "contact_id": "/v1/contacts/",
     "raw_event_id": "/v1/raw-events/",
+    "media_id": "/v1/media/",
 }
 
 

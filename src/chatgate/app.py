@@ -22,6 +22,7 @@ from chatgate.api.routes import (
     health,
     inbound,
     integrations,
+    media,
     messages,
     raw_events,
     tenant,
@@ -82,6 +83,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         api_keys,
         integrations,
         messages,
+        media,
         conversations,
         raw_events,
         audit,
@@ -107,6 +109,9 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(
-        RequestContextMiddleware, metrics=container.metrics, max_body_bytes=settings.max_body_bytes
+        RequestContextMiddleware,
+        metrics=container.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={"/v1/media": settings.max_upload_bytes},
     )
     return app

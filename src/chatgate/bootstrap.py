@@ -42,6 +42,7 @@ from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.integrations import IntegrationService
 from chatgate.services.key_rotation import KeyRotationService
 from chatgate.services.maintenance import Maintenance
+from chatgate.services.media import MediaService
 from chatgate.services.send_worker import SendWorker
 from chatgate.services.sending import SendService
 from chatgate.store import migrate
@@ -153,6 +154,7 @@ class Container:
         self.inbound = InboundGateway(
             self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
         )
+        self.media = MediaService(self.db, self.clock)
         self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
         lease = timedelta(seconds=s.job_lease_seconds)
         self.inbound_processor = InboundProcessor(

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     cors_origins: CsvList = []
     trusted_proxies: CsvList = ["127.0.0.1"]
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_upload_bytes: int = Field(
+        10 * 1_048_576, ge=1024, description="Largest media upload (POST /v1/media)"
+    )
     rate_limit_key_per_second: float = Field(50.0, gt=0)
     rate_limit_key_burst: int = Field(100, ge=1)
     rate_limit_ip_per_second: float = Field(20.0, gt=0)

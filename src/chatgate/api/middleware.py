@@ -34,10 +34,18 @@ class _BodyTooLarge(HTTPException):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ApiMetrics,
+        max_body_bytes: int,
+        upload_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.upload_limits = upload_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,15 +69,16 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        limit = self.upload_limits.get(scope["path"], self.max_body_bytes)
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await self._reject_large(scope, receive, send_with_id)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self._reject_large(scope, receive, send_with_id, limit)
             else:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, self._limited(receive, limit), send_with_id)
         except _BodyTooLarge:
             if not status_holder["started"]:
-                await self._reject_large(scope, receive, send_with_id)
+                await self._reject_large(scope, receive, send_with_id, limit)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], route_template(scope))
             if not status_holder["started"]:
@@ -84,9 +93,8 @@ class RequestContextMiddleware:
             self._observe(scope, int(status_holder["status"]), time.perf_counter() - started)
             request_id_var.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
-        limit = self.max_body_bytes
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -99,8 +107,8 @@ class RequestContextMiddleware:
 
         return limited_receive
 
-    async def _reject_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(f"the request body is larger than the limit of {self.max_body_bytes} bytes")
+    async def _reject_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        error = PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         response = problem(
             413, "Payload too large", error.message, code=error.code, instance=scope.get("path")
         )

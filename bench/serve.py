@@ -1,0 +1,85 @@
+"""Run one app under uvicorn for the bench: `chatgate` or `bare`, same server flags for both.
+
+    .venv/bin/python bench/serve.py --app chatgate --port 8123
+    .venv/bin/python bench/serve.py --app bare --port 8124
+
+One worker process, uvloop + httptools, and the uvicorn arguments `chatgate serve` uses
+(proxy headers from 127.0.0.1, no Server header). chatgate reads its settings from the
+CHATGATE_* environment like `chatgate serve`, and configures its logging the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BARE_BODY = b'{"ok":true,"duplicate":false}'
+BARE_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BARE_BODY)).encode())]
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body and answers 200: the ceiling for any Python ASGI app on this server."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": BARE_HEADERS})
+    await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+def chatgate_app() -> Any:
+    from common import build_container
+
+    from chatgate.app import create_app
+    from chatgate.config import Settings
+    from chatgate.observability.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    return create_app(build_container(settings))
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--app", choices=["chatgate", "bare"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = chatgate_app() if args.app == "chatgate" else bare_app
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        workers=1,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        server_header=False,
+        log_level="warning" if args.app == "bare" else None,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

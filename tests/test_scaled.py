@@ -1,0 +1,564 @@
+"""Scaled mode end to end: two API processes and two worker processes on real PostgreSQL,
+Redis and RabbitMQ, under load, while one worker is SIGKILLed and the broker restarts.
+
+What must hold afterwards (ARCHITECTURE.md invariants 1-3 and 8):
+
+* every acknowledged inbound webhook became exactly one inbound message and exactly one
+  `message.received` event, also across provider retries and re-deliveries;
+* every accepted send reached the receiving site; a second delivery happens only for a send
+  the killed worker had in flight (the documented crash window: the site accepted, the commit
+  never came), and the number is printed;
+* every send ends `sent`, no job is left pending or running, the surviving worker finished
+  the killed worker's leased jobs, and each tenant's event sequence is 1..N without gaps.
+
+Timing: job leases are 60 s and not a setting, so the killed worker's claimed jobs are taken
+over a minute after the kill; the test waits for that (bounded) and prints how long it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from chatgate.store.models import Event, Integration, Job, Message, RawEvent, TenantSequence
+from tests.conftest import unique
+from tests.scaled_harness import (
+    LoadStats,
+    Proc,
+    Site,
+    bootstrap_tenant,
+    free_port,
+    percentile,
+    scaled_env,
+    signed_webhook,
+    until_acknowledged,
+    wait_ready,
+)
+from tests.servers import PostgresServer, RabbitMQServer, RedisServer
+from tests.webhook_helpers import INBOUND_SECRET, OUTBOUND_SECRET, message_payload
+
+pytestmark = pytest.mark.slow
+
+INBOUND = 600  # distinct inbound webhooks (distinct webhook-id and message id)
+SENDS = 300  # distinct POST /v1/messages (distinct Idempotency-Key)
+CONCURRENCY = 20  # requests in flight at once
+RATE = 40.0  # requests started per second: the load lasts ~25 s, long enough for the chaos
+SITE_DELAY = 0.5  # the site answers slowly, so sends are in flight when the worker dies
+LEASE_SECONDS = 60.0  # SendWorker / InboundProcessor default lease; not configurable (see report)
+KILL_AT, RESTART_AT = 0.30, 0.55  # fractions of the load
+OVERALL_SECONDS = 240.0
+
+
+@dataclass
+class Tenant:
+    slug: str
+    id: str
+    key: str
+    integration: dict[str, Any] = field(default_factory=dict)
+    inbound_ids: set[str] = field(default_factory=set)  # acknowledged provider message ids
+    raw_expected: int = 0  # acknowledged distinct webhook-ids
+    accepted: set[str] = field(default_factory=set)  # chatgate message ids of accepted sends
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+
+@dataclass
+class Chaos:
+    victim: Proc
+    survivor: Proc
+    killed_at: float = 0.0
+    in_flight: list[tuple[str, str, str]] = field(default_factory=list)  # (job id, kind, subject)
+    restart_window: tuple[float, float] = (0.0, 0.0)
+    acked_during_restart: int = 0
+
+
+@dataclass
+class Figures:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def put(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+
+async def test_scaled_mode_survives_worker_crash_and_broker_restart(
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    rabbitmq_server: RabbitMQServer,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    await asyncio.to_thread(rabbitmq_server.start)  # no-op when running (an earlier test may stop it)
+    db_name = unique("cg_scaled_")
+    database_url = await asyncio.to_thread(postgres_server.create_database, db_name)
+    env = scaled_env(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_server.url,
+        rabbitmq_url=rabbitmq_server.url,
+    )
+    site = Site(delay=SITE_DELAY)
+    await site.start()
+    engine = create_async_engine(database_url, pool_size=4)
+    procs: list[Proc] = []
+    figures = Figures()
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(OVERALL_SECONDS):
+            await _scenario(env, tmp_path, site, engine, rabbitmq_server, procs, figures)
+    except BaseException:
+        for proc in procs:
+            print(f"\n--- {proc.name} (pid {proc.pid}, alive={proc.alive()}) ---\n{proc.tail(40)}")
+        raise
+    finally:
+        for proc in procs:
+            proc.stop()
+            figures.put(f"log_{proc.name}", _log_summary(proc))
+        await site.close()
+        await engine.dispose()
+        await asyncio.to_thread(rabbitmq_server.start)  # leave the session broker running
+        await asyncio.to_thread(postgres_server.drop_database, db_name)
+        figures.put("runtime_seconds", round(time.monotonic() - started, 1))
+        print("\nscaled-mode figures:")
+        for name, value in figures.values.items():
+            print(f"  {name}: {value}")
+            record_property(name, value)
+
+
+async def _scenario(
+    env: dict[str, str],
+    tmp_path: Path,
+    site: Site,
+    engine: AsyncEngine,
+    rabbit: RabbitMQServer,
+    procs: list[Proc],
+    figures: Figures,
+) -> None:
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    # -- deploy: bootstrap (it also migrates the empty database), 2 APIs, 2 workers ---------
+    tenants: list[Tenant] = []
+    for slug in ("scaled-a", "scaled-b"):
+        tenant_id, key = await asyncio.to_thread(
+            bootstrap_tenant, env, tmp_path, f"owner@{slug}.example", slug
+        )
+        tenants.append(Tenant(slug, tenant_id, key))
+    apis = [
+        Proc.start(f"api{n}", ["serve", "--port", str(port)], env, tmp_path, port)
+        for n, port in ((1, free_port()), (2, free_port()))
+    ]
+    workers = [Proc.start(f"worker{n}", ["worker"], env, tmp_path) for n in (1, 2)]
+    procs.extend([*apis, *workers])
+    await asyncio.gather(*(wait_ready(api) for api in apis))
+    await _wait_for_consumers(rabbit, workers, expected=2)
+
+    limits = httpx.Limits(max_connections=CONCURRENCY + 5)
+    clients = [httpx.AsyncClient(base_url=api.base, timeout=30.0, limits=limits) for api in apis]
+    try:
+        for tenant in tenants:
+            created = await clients[0].post(
+                "/v1/integrations",
+                json={
+                    "kind": "webhook",
+                    "name": f"site of {tenant.slug}",
+                    "config": {"outbound_url": f"{site.url}/{tenant.slug}"},
+                    "credentials": {"inbound_secret": INBOUND_SECRET, "outbound_secret": OUTBOUND_SECRET},
+                },
+                headers=tenant.headers,
+            )
+            assert created.status_code == 201, created.text
+            tenant.integration = created.json()
+
+        # -- load, with a worker crash and a broker restart in the middle -------------------
+        stats = LoadStats()
+        acked_at: list[float] = []
+        jobs = _build_load(tenants, clients, stats, acked_at)
+        chaos = Chaos(victim=workers[1], survivor=workers[0])
+        marks = {KILL_AT: asyncio.Event(), RESTART_AT: asyncio.Event()}
+        load_started = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_drive(jobs, marks))
+            group.create_task(_chaos(chaos, marks, sessions, rabbit))
+        load_seconds = time.monotonic() - load_started
+        start, end = chaos.restart_window
+        chaos.acked_during_restart = sum(1 for t in acked_at if start <= t <= end)
+        for api in apis:
+            assert api.alive(), f"{api.name} died:\n{api.tail()}"
+        assert chaos.survivor.alive(), f"the surviving worker died:\n{chaos.survivor.tail()}"
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    figures.put("load_seconds", round(load_seconds, 1))
+    figures.put("requests_acknowledged", len(acked_at))
+    figures.put("non_2xx_answers", dict(stats.non_2xx))
+    figures.put("transport_errors", dict(stats.transport_errors))
+    figures.put("client_retries", stats.retries)
+    figures.put("latency_p50_ms", round(percentile(stats.latencies, 0.5) * 1000))
+    figures.put("latency_p99_ms", round(percentile(stats.latencies, 0.99) * 1000))
+    figures.put("latency_max_ms", round(max(stats.latencies, default=0) * 1000))
+    figures.put("broker_restart_seconds", round(end - start, 1))
+    figures.put("acknowledged_while_broker_restarting", chaos.acked_during_restart)
+    figures.put("killed_worker_in_flight_jobs", dict(Counter(kind for _, kind, _ in chaos.in_flight)))
+
+    # -- settle (bounded): the killed worker's leases must expire before its jobs move on ---
+    takeover_seconds = await _settle(sessions, tenants, site, chaos)
+    figures.put("takeover_after_kill_seconds", round(takeover_seconds, 1))
+
+    # -- verify ------------------------------------------------------------------------------
+    await _verify(sessions, tenants, site, chaos, figures)
+
+    # The API kept acknowledging while the broker was away (it stores, then publishes best-effort).
+    assert chaos.acked_during_restart > 0, "no request was acknowledged while RabbitMQ restarted"
+    assert stats.not_acknowledged == 0, (
+        f"the API refused requests: {dict(stats.non_2xx)} {dict(stats.transport_errors)}"
+    )
+
+
+# --------------------------------------------------------------------------- load
+
+
+Job_ = Callable[[], Awaitable[None]]
+
+
+def _build_load(
+    tenants: list[Tenant], clients: list[httpx.AsyncClient], stats: LoadStats, acked_at: list[float]
+) -> list[Job_]:
+    """600 inbound webhooks and 300 sends over both APIs and both tenants, shuffled.
+
+    Some carry a follow-up once acknowledged: a provider retry with the same webhook-id
+    (answered as a duplicate), a re-delivery of the same message under a new webhook-id, a
+    client retry with the same Idempotency-Key, or the same key sent to both APIs at once.
+    """
+    run_id = unique("")
+
+    def ack(response: httpx.Response) -> httpx.Response:
+        acked_at.append(time.monotonic())
+        return response
+
+    def inbound(i: int) -> Job_:
+        tenant = tenants[1 if i % 3 == 2 else 0]
+        client, other = clients[i % 2], clients[(i + 1) % 2]
+        message_id = f"m-{run_id}-{i}"
+        payload = message_payload(
+            f"inbound {i}", message_id=message_id, chat=f"chat-{i % 25}", sender=f"user-{i % 25}"
+        )
+        path = tenant.integration["inbound_path"]
+
+        def post(via: httpx.AsyncClient, event_id: str) -> Callable[[], Awaitable[httpx.Response]]:
+            async def call() -> httpx.Response:
+                body, headers = signed_webhook(INBOUND_SECRET, event_id, payload)  # re-signed per try
+                return await via.post(path, content=body, headers=headers)
+
+            return call
+
+        async def job() -> None:
+            first = ack(await until_acknowledged("inbound", post(client, f"evt-{run_id}-{i}"), stats))
+            assert first.status_code == 200, first.text
+            tenant.inbound_ids.add(message_id)
+            tenant.raw_expected += 1
+            if i % 30 == 0:  # the provider did not see our 200 and retries, through the other API
+                again = ack(await until_acknowledged("inbound", post(other, f"evt-{run_id}-{i}"), stats))
+                assert again.json() == {"ok": True, "duplicate": True}, again.text
+            if i % 60 == 7:  # the provider re-delivers the same message under a new webhook-id
+                redo = ack(await until_acknowledged("inbound", post(other, f"evt-{run_id}-{i}-re"), stats))
+                assert redo.json() == {"ok": True, "duplicate": False}, redo.text
+                tenant.raw_expected += 1
+
+        return job
+
+    def send(j: int) -> Job_:
+        tenant = tenants[1 if j % 3 == 2 else 0]
+        client, other = clients[j % 2], clients[(j + 1) % 2]
+        body = {"integration_id": tenant.integration["id"], "to": f"customer-{j % 15}", "text": f"send {j}"}
+        headers = {**tenant.headers, "Idempotency-Key": f"idem-{run_id}-{j}"}
+
+        def post(via: httpx.AsyncClient) -> Callable[[], Awaitable[httpx.Response]]:
+            return lambda: via.post("/v1/messages", json=body, headers=headers)
+
+        async def job() -> None:
+            if j % 60 == 13:  # the same key through both APIs at once: one message
+                both = await asyncio.gather(
+                    until_acknowledged("send", post(client), stats),
+                    until_acknowledged("send", post(other), stats),
+                )
+                answers = [ack(r).json() for r in both]
+                assert answers[0]["message"]["id"] == answers[1]["message"]["id"], answers
+                assert sorted(a["replayed"] for a in answers) == [False, True], answers
+                tenant.accepted.add(answers[0]["message"]["id"])
+                return
+            first = ack(await until_acknowledged("send", post(client), stats))
+            assert first.status_code == 202, first.text
+            message = first.json()["message"]
+            tenant.accepted.add(message["id"])
+            if j % 30 == 0:  # the client retries with the same key: the same message, nothing new
+                again = ack(await until_acknowledged("send", post(other), stats))
+                assert again.json()["message"]["id"] == message["id"]
+                assert again.json()["replayed"] is True
+
+        return job
+
+    jobs = [inbound(i) for i in range(INBOUND)] + [send(j) for j in range(SENDS)]
+    random.Random(20240611).shuffle(jobs)
+    return jobs
+
+
+async def _drive(jobs: list[Job_], marks: dict[float, asyncio.Event]) -> None:
+    """Start jobs at RATE per second, at most CONCURRENCY at once; set marks as the load passes them."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(job: Job_) -> None:
+        try:
+            await job()
+        finally:
+            gate.release()
+
+    t0 = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        for n, job in enumerate(jobs):
+            wait = t0 + n / RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await gate.acquire()
+            group.create_task(run(job))
+            for fraction, event in marks.items():
+                if (n + 1) / len(jobs) >= fraction:
+                    event.set()
+
+
+def _leased_by(pid: int) -> Any:
+    return Job.leased_by.like(f"%:{pid}:%")  # worker ids are host:pid:random
+
+
+async def _chaos(
+    chaos: Chaos,
+    marks: dict[float, asyncio.Event],
+    sessions: async_sessionmaker[AsyncSession],
+    rabbit: RabbitMQServer,
+) -> None:
+    await marks[KILL_AT].wait()
+    # Kill the victim while it holds sends in flight (bounded wait; it gets half the work).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        async with sessions() as session:
+            running = (
+                await session.execute(
+                    select(Job.id).where(
+                        Job.kind == "send", Job.status == "running", _leased_by(chaos.victim.pid)
+                    )
+                )
+            ).all()
+        if len(running) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    chaos.victim.sigkill()
+    chaos.killed_at = time.monotonic()
+    await asyncio.sleep(1.0)  # PostgreSQL rolls back the dead worker's open transactions
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Job.id, Job.kind, Job.subject_id).where(
+                    Job.status == "running", _leased_by(chaos.victim.pid)
+                )
+            )
+        ).all()
+    chaos.in_flight = [(r[0], r[1], r[2]) for r in rows]
+    assert any(kind == "send" for _, kind, _ in chaos.in_flight), (
+        "the killed worker held no send job: the crash did not hit the send path"
+    )
+
+    await marks[RESTART_AT].wait()
+    began = time.monotonic()
+    await asyncio.to_thread(rabbit.restart)  # ~6 s; the load keeps running meanwhile
+    chaos.restart_window = (began, time.monotonic())
+
+
+async def _wait_for_consumers(rabbit: RabbitMQServer, workers: list[Proc], *, expected: int) -> None:
+    """Until every worker consumes `inbound` and `send` (one consumer per topic per process)."""
+    deadline = time.monotonic() + 60
+    seen = ""
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.alive(), f"{worker.name} exited early:\n{worker.tail()}"
+        seen = await asyncio.to_thread(rabbit.ctl, "list_queues", "-q", "name", "consumers")
+        consumers = {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", seen, re.MULTILINE)}
+        if all(consumers.get(f"chatgate.{topic}", 0) >= expected for topic in ("inbound", "send")):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"workers did not start consuming within 60 s: {seen}")
+
+
+# --------------------------------------------------------------------------- settle and verify
+
+
+async def _settle(
+    sessions: async_sessionmaker[AsyncSession], tenants: list[Tenant], site: Site, chaos: Chaos
+) -> float:
+    """Wait until no job is open and every send reached the site; returns seconds from the kill
+    until the killed worker's last leased job was finished by someone else."""
+    in_flight_ids = [job_id for job_id, _, _ in chaos.in_flight]
+    accepted = set().union(*(t.accepted for t in tenants))
+    deadline = max(chaos.killed_at + LEASE_SECONDS + 60, time.monotonic() + 60)
+    takeover = -1.0
+    last_report = 0.0
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with sessions() as session:
+            open_jobs = Counter(
+                (
+                    await session.execute(
+                        select(Job.kind, Job.status).where(Job.status.in_(("pending", "running")))
+                    )
+                ).all()
+            )
+            orphans_open = (
+                await session.execute(select(Job.id).where(Job.id.in_(in_flight_ids), Job.status != "done"))
+            ).all()
+        if takeover < 0 and not orphans_open:
+            takeover = time.monotonic() - chaos.killed_at
+        missing = len(accepted - set(site.received))
+        state = {
+            "open_jobs": dict(open_jobs),
+            "sends_not_at_site": missing,
+            "orphans_open": len(orphans_open),
+        }
+        if not open_jobs and not missing and takeover >= 0:
+            return takeover
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            print(f"settling ({time.monotonic() - chaos.killed_at:.0f} s after the kill): {state}")
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the deployment did not settle in time: {state}")
+
+
+async def _verify(
+    sessions: async_sessionmaker[AsyncSession],
+    tenants: list[Tenant],
+    site: Site,
+    chaos: Chaos,
+    figures: Figures,
+) -> None:
+    async with sessions() as session:
+        events = list(
+            (await session.execute(select(Event).order_by(Event.tenant_id, Event.sequence))).scalars()
+        )
+        messages = list((await session.execute(select(Message))).scalars())
+        jobs = list((await session.execute(select(Job))).scalars())
+        raws = list((await session.execute(select(RawEvent))).scalars())
+        counters = {
+            row.tenant_id: row.last_sequence
+            for row in (await session.execute(select(TenantSequence))).scalars()
+        }
+        integrations = {row.id: row for row in (await session.execute(select(Integration))).scalars()}
+
+    by_tenant: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        by_tenant[event.tenant_id].append(event)
+
+    total_received = 0
+    for tenant in tenants:
+        mine = by_tenant[tenant.id]
+        # Sequences: 1..N without gaps or repeats, and the counter agrees.
+        sequences = [e.sequence for e in mine]
+        assert sequences == list(range(1, len(mine) + 1)), f"{tenant.slug}: sequence gaps or repeats"
+        assert counters.get(tenant.id, 0) == len(mine)
+
+        # Inbound: one message row and one message.received event per acknowledged message id.
+        received = Counter(e.data["provider_ids"]["message_id"] for e in mine if e.type == "message.received")
+        assert set(received) == tenant.inbound_ids, f"{tenant.slug}: received events differ from acknowledged"
+        assert set(received.values()) == {1}, {k: v for k, v in received.items() if v > 1}
+        inbound_rows = Counter(
+            m.provider_message_id for m in messages if m.tenant_id == tenant.id and m.direction == "inbound"
+        )
+        assert set(inbound_rows) == tenant.inbound_ids
+        assert set(inbound_rows.values()) == {1}, {k: v for k, v in inbound_rows.items() if v > 1}
+        total_received += len(received)
+
+        # Raw events: one per distinct webhook-id, all processed (re-deliveries are "ignored").
+        my_raws = [r for r in raws if r.tenant_id == tenant.id]
+        assert len(my_raws) == tenant.raw_expected
+        assert Counter(r.status for r in my_raws).keys() <= {"processed", "ignored"}, Counter(
+            r.status for r in my_raws
+        )
+
+        # Outbound: every accepted send is one message, `sent`, with one `sent` status event.
+        outbound = {m.id: m for m in messages if m.tenant_id == tenant.id and m.direction == "outbound"}
+        assert set(outbound) == tenant.accepted, f"{tenant.slug}: outbound rows differ from accepted sends"
+        assert Counter(m.status for m in outbound.values()) == {"sent": len(tenant.accepted)}
+        sent_events = Counter(
+            e.data["message_id"] for e in mine if e.type == "message.status" and e.data["status"] == "sent"
+        )
+        assert set(sent_events) == tenant.accepted
+        assert set(sent_events.values()) == {1}
+
+        # No duplicated effect elsewhere in the log either.
+        for kind in ("conversation.created", "contact.updated"):
+            subjects = Counter(e.data["id"] for e in mine if e.type == kind)
+            assert not subjects or set(subjects.values()) == {1}, (kind, subjects.most_common(3))
+        keys = [e.dedupe_key for e in mine if e.dedupe_key]
+        assert len(keys) == len(set(keys))
+
+        integration = integrations[tenant.integration["id"]]
+        assert integration.messages_received == len(tenant.inbound_ids)
+        assert integration.messages_sent == len(tenant.accepted)
+
+    # Jobs: nothing left open or dead.
+    statuses = Counter((j.kind, j.status) for j in jobs)
+    assert {status for _, status in statuses} == {"done"}, statuses
+
+    # Takeover: the killed worker's leased jobs were finished by the surviving worker.
+    by_id = {j.id: j for j in jobs}
+    for job_id, kind, _ in chaos.in_flight:
+        job = by_id[job_id]
+        assert job.status == "done", (kind, job.status)
+        assert job.leased_by is not None
+        assert f":{chaos.survivor.pid}:" in job.leased_by, (kind, job.leased_by)
+        assert job.attempts >= 2, (kind, job.attempts)
+    survivor_done = sum(1 for j in jobs if j.leased_by and f":{chaos.survivor.pid}:" in j.leased_by)
+    victim_done = sum(1 for j in jobs if j.leased_by and f":{chaos.victim.pid}:" in j.leased_by)
+
+    # The site: every accepted send at least once; repeats only for the killed worker's in-flight sends.
+    accepted = set().union(*(t.accepted for t in tenants))
+    assert accepted <= set(site.received), (
+        f"{len(accepted - set(site.received))} sends never reached the site"
+    )
+    assert set(site.received) <= accepted, "the site got a message nobody sent"
+    duplicates = site.duplicates
+    in_flight_sends = {subject for _, kind, subject in chaos.in_flight if kind == "send"}
+    figures.put("inbound_acknowledged", total_received)
+    figures.put("sends_accepted", len(accepted))
+    figures.put("events_total", len(events))
+    figures.put("jobs_by_kind", dict(Counter(j.kind for j in jobs)))
+    figures.put("jobs_finished_by_survivor", survivor_done)
+    figures.put("jobs_finished_by_victim_before_kill", victim_done)
+    figures.put("site_deliveries", sum(site.received.values()))
+    figures.put("duplicate_deliveries", sum(n - 1 for n in duplicates.values()))
+    figures.put("duplicated_messages", sorted(duplicates))
+    figures.put("killed_worker_in_flight_sends", len(in_flight_sends))
+    assert set(duplicates) <= in_flight_sends, (
+        f"duplicates outside the crash window: {sorted(set(duplicates) - in_flight_sends)}"
+    )
+    assert all(n == 2 for n in duplicates.values()), duplicates
+    assert len(duplicates) <= min(5, len(in_flight_sends))
+
+
+def _log_summary(proc: Proc) -> dict[str, int]:
+    levels: Counter[str] = Counter()
+    for line in proc.output().splitlines():
+        for level in ("WARNING", "ERROR", "CRITICAL", "Traceback"):
+            if level in line:
+                levels[level] += 1
+    return dict(levels)
