@@ -20,3 +20,18 @@ def test_readme_opens_with_exactly_the_two_commands() -> None:
     assert lines[:4] == ["```sh", "./scripts/serve", "./scripts/test", "```"]
     ci = (ROOT / ".ci" / "run").read_text("utf-8")
     assert "scripts/test" in ci
+
+
+def test_event_schemas_are_published_and_current() -> None:
+    from chatgate.domain.event_schemas import render
+
+    folder = ROOT / "docs" / "events"
+    for name, text in render().items():
+        path = folder / name
+        assert path.exists(), f"run `python -m chatgate.domain.event_schemas docs/events` ({name} is missing)"
+        assert path.read_text("utf-8") == text, f"{name} is out of date: regenerate it"
+    documented = (ROOT / "docs" / "events.md").read_text("utf-8")
+    from chatgate.domain.events import EventType
+
+    missing = [t.value for t in EventType if f"`{t.value}`" not in documented]
+    assert not missing, f"document these event types in docs/events.md: {missing}"
