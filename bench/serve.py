@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve.py --app chatgate --port 8123
     .venv/bin/python bench/serve.py --app bare --port 8124
+    .venv/bin/python bench/serve.py --app chatgate --fast-path --port 8125   (what-if, see --help)
 
 One worker process, uvloop + httptools, and the uvicorn arguments `chatgate serve` uses
 (proxy headers from 127.0.0.1, no Server header). chatgate reads its settings from the
@@ -43,7 +44,10 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BARE_BODY})
 
 
-def chatgate_app() -> Any:
+CONTAINER: list[Any] = []
+
+
+def chatgate_app(fast_path: bool = False) -> Any:
     from common import build_container
 
     from chatgate.app import create_app
@@ -52,7 +56,15 @@ def chatgate_app() -> Any:
 
     settings = Settings()
     configure_logging(settings.log_level, json_output=settings.log_json)
-    return create_app(build_container(settings))
+    container = build_container(settings)
+    CONTAINER.append(container)
+    app = create_app(container)
+    if fast_path:
+        # What-if only: src/chatgate/api/inbound_fast.py exists but create_app never installs it.
+        from chatgate.api.inbound_fast import InboundFastPath
+
+        return InboundFastPath(app, gateway=container.inbound, metrics=container.metrics)
+    return app
 
 
 def main() -> None:
@@ -61,8 +73,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--app", choices=["chatgate", "bare"], required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="what-if: wrap chatgate in its (currently unused) InboundFastPath ASGI front",
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)"
+    )
     args = parser.parse_args()
-    app = chatgate_app() if args.app == "chatgate" else bare_app
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    app = chatgate_app(args.fast_path) if args.app == "chatgate" else bare_app
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -78,7 +100,15 @@ def main() -> None:
         server_header=False,
         log_level="warning" if args.app == "bare" else None,
     )
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            if CONTAINER:
+                # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
+                print(f"BENCH_INGEST_BATCHES {CONTAINER[0].ingest.batches}", flush=True)
+
+    Server(config).run()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from chatgate.api.routes import (
     raw_events,
     tenant,
     users,
+    webhooks,
 )
 from chatgate.bootstrap import Container
 from chatgate.ratelimit.base import Limit
@@ -86,6 +87,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         media,
         conversations,
         raw_events,
+        webhooks,
         audit,
         inbound,
     ):

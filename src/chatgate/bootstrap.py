@@ -18,7 +18,7 @@ from chatgate.config import Settings
 from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock, system_clock
 from chatgate.domain.errors import ServiceUnavailable
-from chatgate.observability.metrics import ApiMetrics
+from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics
 from chatgate.providers.registry import default_registry
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.memory import MemoryRateLimiter
@@ -45,6 +45,9 @@ from chatgate.services.maintenance import Maintenance
 from chatgate.services.media import MediaService
 from chatgate.services.send_worker import SendWorker
 from chatgate.services.sending import SendService
+from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
+from chatgate.services.webhook_fanout import WebhookFanoutHook
+from chatgate.services.webhooks import WebhookService
 from chatgate.store import migrate
 from chatgate.store.db import Database
 from chatgate.workers.breaker import CircuitBreakers
@@ -163,6 +166,31 @@ class Container:
         self.sending = SendService(
             self.db, self.queue.publish, self.clock, idempotency_ttl=timedelta(hours=s.idempotency_ttl_hours)
         )
+        self.webhooks = WebhookService(
+            self.db,
+            self.box,
+            self.redactor,
+            self.queue.publish,
+            self.clock,
+            allow_hosts=s.outbound_allow_hosts,
+            allow_http=s.outbound_allow_http,
+        )
+        self.delivery_metrics = DeliveryMetrics(self.registry)
+        self.delivery_worker = DeliveryWorker(
+            self.db,
+            self.box,
+            self.outbound_http,
+            self.rate_limiter,
+            self.fanout,
+            self.delivery_metrics,
+            self.clock,
+            self.worker_id,
+            DeliveryPolicy(
+                schedule=tuple(float(v) for v in s.webhook_retry_schedule_seconds),
+                disable_after=timedelta(days=s.webhook_disable_after_days),
+            ),
+            lease=lease,
+        )
         self.send_worker = SendWorker(
             self.db,
             self.adapters,
@@ -180,11 +208,11 @@ class Container:
 
     def event_hooks(self) -> list[EventHook]:
         """Writers that run in the same transaction as new events (webhook deliveries)."""
-        return []
+        return [WebhookFanoutHook()]
 
     def extra_consumers(self) -> dict[str, Handler]:
         """Queue topics beyond inbound and send, with their handlers."""
-        return {}
+        return {"deliver": self.delivery_worker.handle}
 
     def _jwt_secret(self) -> str:
         if self.settings.jwt_secret is not None:

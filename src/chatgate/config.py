@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_hours: int = Field(24, ge=1, le=24 * 30)
 
+    # --- tenant webhooks -----------------------------------------------------------------
+    webhook_retry_schedule_seconds: CsvList = ["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]
+    webhook_disable_after_days: float = Field(5.0, gt=0, le=60)
+
     # --- outbound HTTP (webhook provider, tenant webhooks): SSRF protection -------------------
     outbound_allow_hosts: CsvList = []
     outbound_allow_http: bool = False
@@ -116,7 +120,12 @@ class Settings(BaseSettings):
     fcm_api_base: str = "https://fcm.googleapis.com"
 
     _split = field_validator(
-        "cors_origins", "trusted_proxies", "external_jwt_algorithms", "outbound_allow_hosts", mode="before"
+        "cors_origins",
+        "trusted_proxies",
+        "external_jwt_algorithms",
+        "outbound_allow_hosts",
+        "webhook_retry_schedule_seconds",
+        mode="before",
     )(_split_csv)
 
     @model_validator(mode="after")
@@ -137,6 +146,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'chatgate.db').as_posix()}"
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _schedule_numbers(cls, value: list[str]) -> list[str]:
+        try:
+            numbers = [float(v) for v in value]
+        except ValueError as exc:
+            raise ValueError("the retry schedule is a comma-separated list of seconds") from exc
+        if not numbers or any(n < 0 for n in numbers):
+            raise ValueError("the retry schedule needs at least one non-negative delay")
+        return value
 
     @property
     def redispatch_after(self) -> timedelta:

@@ -23,6 +23,7 @@ class EventType(StrEnum):
     CONVERSATION_CREATED = "conversation.created"
     CONTACT_UPDATED = "contact.updated"
     INTEGRATION_STATUS_CHANGED = "integration.status_changed"
+    ENDPOINT_DISABLED = "endpoint.disabled"
 
 
 class _Payload(BaseModel):
@@ -45,6 +46,12 @@ class ProviderIds(_Payload):
     sender_id: str | None = None
 
 
+class SenderData(_Payload):
+    address: str = Field(description="The sender's id at the provider (user id, phone number…)")
+    display_name: str | None = None
+    username: str | None = None
+
+
 class MessageData(_Payload):
     id: str
     integration_id: str
@@ -57,6 +64,7 @@ class MessageData(_Payload):
     attachments: list[AttachmentData]
     reply_to_message_id: str | None = Field(description="Our id of the message this replies to")
     provider_ids: ProviderIds
+    sender: SenderData | None = Field(None, description="Who wrote it (inbound messages)")
     sent_at: datetime | None
     created_at: datetime
 
@@ -110,6 +118,12 @@ class IntegrationStatusData(_Payload):
     reason: str | None
 
 
+class EndpointDisabledData(_Payload):
+    endpoint_id: str
+    url: str
+    reason: str
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.MESSAGE_RECEIVED: MessageData,
     EventType.MESSAGE_EDITED: MessageData,
@@ -118,6 +132,7 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.CONVERSATION_CREATED: ConversationData,
     EventType.CONTACT_UPDATED: ContactData,
     EventType.INTEGRATION_STATUS_CHANGED: IntegrationStatusData,
+    EventType.ENDPOINT_DISABLED: EndpointDisabledData,
 }
 
 

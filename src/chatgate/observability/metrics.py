@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
@@ -30,4 +30,41 @@ class ApiMetrics:
         )
         self.rate_limited_total = Counter(
             "api_rate_limited_total", "Requests refused by the API rate limiter", ["limit"], registry=registry
+        )
+
+
+class DeliveryMetrics:
+    """Tenant webhook deliveries, labelled by endpoint id (one series per endpoint)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempted = Counter(
+            "webhook_deliveries_attempted_total", "Webhook delivery attempts", ["endpoint"], registry=registry
+        )
+        self.succeeded = Counter(
+            "webhook_deliveries_succeeded_total",
+            "Webhook deliveries that succeeded",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "webhook_deliveries_failed_total",
+            "Webhook delivery attempts that failed",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.dead = Counter(
+            "webhook_deliveries_dead_lettered_total",
+            "Webhook deliveries that exhausted their retries",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "webhook_delivery_duration_seconds",
+            "Time for the receiving endpoint to answer",
+            ["endpoint"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+        )
+        self.queue_depth = Gauge(
+            "webhook_deliveries_open", "Deliveries waiting for a (re)try", ["endpoint"], registry=registry
         )

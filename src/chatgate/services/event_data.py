@@ -11,12 +11,17 @@ from chatgate.domain.events import (
     MessageData,
     MessageStatusData,
     ProviderIds,
+    SenderData,
 )
 from chatgate.store.models import Contact, Conversation, Message
 
 
 def message_data(
-    message: Message, provider: str, conversation: Conversation, sender: str | None
+    message: Message,
+    provider: str,
+    conversation: Conversation,
+    sender: str | None,
+    contact: Contact | None = None,
 ) -> dict[str, Any]:
     return MessageData(
         id=message.id,
@@ -32,6 +37,11 @@ def message_data(
         provider_ids=ProviderIds(
             message_id=message.provider_message_id, chat_id=conversation.external_id, sender_id=sender
         ),
+        sender=SenderData(
+            address=contact.address, display_name=contact.display_name, username=contact.username
+        )
+        if contact is not None
+        else None,
         sent_at=message.sent_at,
         created_at=message.created_at,
     ).model_dump(mode="json")

@@ -118,7 +118,7 @@ class InboundApplier:
         out.append(
             self._new(
                 EventType.MESSAGE_RECEIVED,
-                message_data(message, self.provider, conversation, contact.address),
+                message_data(message, self.provider, conversation, contact.address, contact),
                 conversation.id,
                 f"{cause}:message",
             )

@@ -33,6 +33,7 @@ def housekeeping_jobs(container: Container) -> list[PeriodicJob]:
         PeriodicJob("purge-refresh-tokens", 3600, container.access.purge_expired_refresh_tokens),
         PeriodicJob("purge-finished-jobs", 600, container.maintenance.purge_finished_jobs),
         PeriodicJob("purge-idempotency-keys", 600, container.maintenance.purge_expired_idempotency_keys),
+        PeriodicJob("webhook-queue-depth", 15, container.delivery_worker.refresh_depth),
     ]
 
 

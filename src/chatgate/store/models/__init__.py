@@ -12,6 +12,7 @@ from chatgate.store.models.messaging import (
     RawEvent,
     TenantSequence,
 )
+from chatgate.store.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.store.models.work import Job
 
 __all__ = [
@@ -32,4 +33,7 @@ __all__ = [
     "Tenant",
     "TenantSequence",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

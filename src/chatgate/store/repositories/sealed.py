@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatgate.store.models import Base, Integration
+from chatgate.store.models import Base, Integration, WebhookEndpoint
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,17 @@ def integration_credentials_aad(tenant_id: str, integration_id: str) -> bytes:
     return f"integrations:{tenant_id}:{integration_id}:credentials".encode()
 
 
+def endpoint_secret_aad(column: str) -> Callable[[str, str], bytes]:
+    def aad(tenant_id: str, endpoint_id: str) -> bytes:
+        return f"webhook_endpoints:{tenant_id}:{endpoint_id}:{column}".encode()
+
+    return aad
+
+
 SEALED_COLUMNS: list[SealedColumn] = [
     SealedColumn(Integration, "credentials_sealed", integration_credentials_aad),
+    *(
+        SealedColumn(WebhookEndpoint, column, endpoint_secret_aad(column))
+        for column in ("secret_sealed", "previous_secret_sealed", "format_secret_sealed")
+    ),
 ]

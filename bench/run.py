@@ -1,0 +1,869 @@
+"""chatgate benchmark: one command, a table of ratios measured in the same run.
+
+    .venv/bin/python bench/run.py                      # everything, about 4-5 minutes
+    .venv/bin/python bench/run.py --only ingest --db sqlite
+    .venv/bin/python bench/run.py --only e2e,outbound
+    .venv/bin/python bench/run.py --profile /tmp/prof  # also py-spy the chatgate servers
+
+The machine is shared and noisy, so every headline figure is a ratio to something measured
+minutes earlier in the same run, under the same load generator (see docs/performance.md):
+
+* ingest    authenticated, durably stored webhooks per second (SQLite synchronous=FULL; and
+            PostgreSQL 15 with fsync on), relative to a bare ASGI app on the same uvicorn
+            (1 worker, uvloop, httptools) and to aiogram's webhook server with a no-op
+            handler, all driven by wrk with pre-signed, distinct requests;
+* e2e       inbound POST -> `message.received` visible in the tenant's event log, at a fixed
+            open-loop rate, workers in-process, embedded default (SQLite);
+* outbound  sends per second through one worker process to a local fake provider, limits
+            off; then with rate_limit_per_second on, the most sends seen in any 1-s window.
+
+Needs: wrk (apt-get install -y wrk), PostgreSQL 15 binaries for --db postgres (the same
+Debian package the tests use), root (PostgreSQL runs as user postgres), and for the aiogram
+comparison a separate virtualenv, see bench/requirements.txt. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(BENCH.parent))  # for tests.servers.PostgresServer
+
+from common import (  # noqa: E402
+    INBOUND_SECRET,
+    OUTBOUND_SECRET,
+    REPO,
+    TELEGRAM_SECRET_TOKEN,
+    VENV_PYTHON,
+    Proc,
+    apply_env,
+    build_container,
+    container_env,
+    free_port,
+    sign,
+    wait_http,
+    webhook_body,
+)
+
+LUA = BENCH / "replay.lua"
+AIOGRAM_PYTHON = BENCH / ".venv-aiogram" / "bin" / "python"
+AIOGRAM_HINT = (
+    "python3 -m venv bench/.venv-aiogram && bench/.venv-aiogram/bin/pip install -r bench/requirements.txt"
+)
+
+# Targets printed next to the figures.
+TARGET_INGEST_VS_BARE = 0.50
+TARGET_INGEST_VS_AIOGRAM = 3.0
+TARGET_E2E_P99_MS = 50.0
+TARGET_OUTBOUND_PER_SECOND = 2000.0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# =============================================================================== the table
+
+
+@dataclass
+class Row:
+    part: str
+    figure: str
+    value: str
+    ratio: str = ""
+    target: str = ""
+    result: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, *args: str) -> None:
+        self.rows.append(Row(*args))
+
+    def render(self) -> str:
+        head = Row("part", "figure", "measured", "ratio", "target", "result")
+        rows = [head, *self.rows]
+        cols = ["part", "figure", "value", "ratio", "target", "result"]
+        widths = {c: max(len(getattr(r, c)) for r in rows) for c in cols}
+        lines = []
+        for index, row in enumerate(rows):
+            lines.append("  ".join(getattr(row, c).ljust(widths[c]) for c in cols).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * widths[c] for c in cols))
+        return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+# =============================================================================== wrk
+
+
+def write_requests(prefix: Path, threads: int, count: int, make: Callable[[int], bytes]) -> int:
+    """Write `count` raw requests round-robin into one file per wrk thread; returns bytes."""
+    files = [open(f"{prefix}.{t}", "wb") for t in range(threads)]  # noqa: SIM115
+    total = 0
+    try:
+        for i in range(count):
+            raw = make(i)
+            record = b"%d\n" % len(raw) + raw
+            files[i % threads].write(record)
+            total += len(record)
+    finally:
+        for f in files:
+            f.close()
+    return total
+
+
+def webhook_requests(port: int, path: str, tag: str) -> Callable[[int], bytes]:
+    """Standard-Webhooks-signed inbound requests, each with its own webhook-id (= message id)."""
+    timestamp = int(time.time())  # chatgate accepts +-300 s; a run uses these within a minute
+    host = f"127.0.0.1:{port}"
+
+    def make(i: int) -> bytes:
+        msg_id = f"{tag}-{i}"
+        body = webhook_body(msg_id, chat=f"chat-{i % 100}")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\n"
+            f"webhook-timestamp: {timestamp}\r\nwebhook-signature: {sign(msg_id, timestamp, body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    return make
+
+
+def telegram_requests(port: int, tag_base: int) -> Callable[[int], bytes]:
+    """Telegram updates as the Bot API posts them, with the secret-token header aiogram checks."""
+    host = f"127.0.0.1:{port}"
+    now = int(time.time())
+
+    def make(i: int) -> bytes:
+        chat = 1000 + i % 100
+        body = json.dumps(
+            {
+                "update_id": tag_base + i,
+                "message": {
+                    "message_id": tag_base + i,
+                    "date": now,
+                    "chat": {"id": chat, "type": "private", "first_name": "Alice"},
+                    "from": {"id": chat, "is_bot": False, "first_name": "Alice"},
+                    "text": "hello from the bench",
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
+        head = (
+            f"POST /webhook HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Telegram-Bot-Api-Secret-Token: {TELEGRAM_SECRET_TOKEN}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    return make
+
+
+def run_wrk(url: str, prefix: Path, duration: float, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(prefix),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+            result["seconds"] = result["duration_us"] / 1e6
+            result["ok"] = result["requests"] - result["non_2xx"]
+            result["socket_errors"] = sum(
+                result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+            )
+            return result
+    raise RuntimeError(f"wrk gave no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def profile_during(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    pyspy = shutil.which("py-spy") or str(REPO / ".venv" / "bin" / "py-spy")
+    if not Path(pyspy).exists():
+        log("py-spy not found (.venv/bin/pip install py-spy); not profiling")
+        return None
+    return subprocess.Popen(
+        [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+# =============================================================================== chatgate setup
+
+
+async def create_tenant_and_integration(env: dict[str, str], config: dict[str, Any]) -> dict[str, str]:
+    """What `chatgate bootstrap` + POST /v1/integrations do, in-process, before the server starts."""
+    apply_env(env)
+    from chatgate.config import Settings
+    from chatgate.domain.integrations import IntegrationKind
+
+    container = build_container(Settings())
+    await container.start()
+    try:
+        boot = await container.access.bootstrap_tenant(
+            name="Bench",
+            slug="bench-" + secrets.token_hex(4),
+            owner_email="bench@example.com",
+            owner_password=secrets.token_urlsafe(16),
+        )
+        integration = await container.integrations.create(
+            boot.tenant.id,
+            kind=IntegrationKind.WEBHOOK,
+            name="bench",
+            config=config,
+            credentials={"inbound_secret": INBOUND_SECRET, "outbound_secret": OUTBOUND_SECRET},
+        )
+    finally:
+        await container.aclose()
+    return {
+        "tenant_id": boot.tenant.id,
+        "api_key": boot.api_key.plaintext,
+        "integration_id": integration.id,
+        "inbound_path": f"/in/webhook/{integration.public_id}",
+    }
+
+
+def start_chatgate(env: dict[str, str], port: int, logfile: Path, *, extra: Sequence[str] = ()) -> Proc:
+    argv = [str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", "chatgate", "--port", str(port), *extra]
+    proc = Proc(argv, env=env, log_path=logfile)
+    wait_http(f"http://127.0.0.1:{port}/health/live", proc, timeout=60)
+    return proc
+
+
+def durable_postgres(work: Path) -> Any:
+    """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on."""
+    from tests.servers import PG_BIN, PostgresServer
+
+    class DurablePostgres(PostgresServer):
+        def _launch(self) -> None:
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._run(
+                    [str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", self.user,
+                     "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                    timeout=120,
+                )
+            self._proc = self._popen(
+                [str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                 "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.dir}",
+                 "-c", "max_connections=200",
+                 # durable, as in production: the stock settings, spelled out
+                 "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"]
+            )
+            isready = [str(PG_BIN / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", self.user]
+            self._wait_until(lambda: self._probe(isready, timeout=5), "pg_isready")
+
+    missing = [n for n, p in DurablePostgres.binaries().items() if p is None]
+    if missing:
+        raise RuntimeError(f"PostgreSQL 15 binaries missing ({', '.join(missing)}): apt-get install -y postgresql")
+    server = DurablePostgres()
+    server.start()
+    return server
+
+
+# =============================================================================== part 1: ingest
+
+
+@dataclass
+class IngestResult:
+    name: str
+    rate: float  # answered 200 (and for chatgate: stored) per second
+    wrk: dict[str, Any]
+    stored: int | None = None
+    cpu: float | None = None
+
+
+def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict[str, Any]) -> None:
+    log("ingest: bare ASGI app")
+    results: dict[str, list[IngestResult]] = {}
+    for round_index in range(args.rounds):
+        bare = ingest_simple(args, work, "bare", round_index)
+        results.setdefault("bare", []).append(bare)
+        if args.aiogram:
+            if AIOGRAM_PYTHON.exists():
+                log("ingest: aiogram webhook server")
+                results.setdefault("aiogram", []).append(ingest_simple(args, work, "aiogram", round_index))
+            else:
+                report.notes.append(f"aiogram comparison skipped: no {AIOGRAM_PYTHON}; install: {AIOGRAM_HINT}")
+        for db in args.db:
+            log(f"ingest: chatgate on {db}")
+            results.setdefault(db, []).append(
+                ingest_chatgate(args, work, db, bare.rate, round_index, pg_holder)
+            )
+
+    def med(name: str) -> float:
+        return statistics.median(r.rate for r in results[name])
+
+    bare_rate = med("bare")
+    report.raw["ingest"] = {k: [r.__dict__ for r in v] for k, v in results.items()}
+    report.add("ingest", "bare ASGI app (uvicorn 1 worker, uvloop+httptools)", f"{fmt_int(bare_rate)} req/s",
+               "1.00 (reference)")
+    aiogram_rate = med("aiogram") if "aiogram" in results else None
+    if aiogram_rate is not None:
+        report.add("ingest", "aiogram 3 webhook server, no-op handler", f"{fmt_int(aiogram_rate)} req/s",
+                   f"{aiogram_rate / bare_rate:.2f} x bare")
+    for db in args.db:
+        label = {"sqlite": "SQLite synchronous=FULL", "postgres": "PostgreSQL 15 fsync=on"}[db]
+        rate = med(db)
+        last = results[db][-1]
+        ok = rate / bare_rate >= TARGET_INGEST_VS_BARE
+        report.add("ingest", f"chatgate, {label}: stored webhooks/s", f"{fmt_int(rate)} /s",
+                   f"{rate / bare_rate:.2f} x bare", f">= {TARGET_INGEST_VS_BARE:.2f} x bare", verdict(ok))
+        if aiogram_rate is not None:
+            ok2 = rate / aiogram_rate >= TARGET_INGEST_VS_AIOGRAM
+            report.add("ingest", f"chatgate, {label}: vs aiogram", "", f"{rate / aiogram_rate:.2f} x aiogram",
+                       f">= {TARGET_INGEST_VS_AIOGRAM:.1f} x aiogram", verdict(ok2))
+        w = last.wrk
+        report.add("ingest", f"  {db}: 200s / rows stored / non-200 / socket errors", 
+                   f"{w['ok']:,} / {last.stored:,} / {w['non_2xx']:,} / {w['socket_errors']:,}",
+                   f"p50 {w['lat_p50_us'] / 1000:.1f} ms, p99 {w['lat_p99_us'] / 1000:.1f} ms")
+        if w["wraps"]:
+            report.notes.append(f"ingest {db}: the request set wrapped {w['wraps']} time(s): duplicates were "
+                                "answered 200 without a new row; the rate uses rows stored")
+    if args.rounds > 1:
+        report.notes.append(f"ingest figures are medians of {args.rounds} rounds")
+
+
+def ingest_simple(args: argparse.Namespace, work: Path, kind: str, round_index: int) -> IngestResult:
+    port = free_port()
+    if kind == "bare":
+        proc = Proc([str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", "bare", "--port", str(port)],
+                    log_path=work / f"bare-{round_index}.log")
+        health = f"http://127.0.0.1:{port}/"
+        make = webhook_requests(port, "/in/webhook/bare", f"bare{round_index}")
+        url = f"http://127.0.0.1:{port}"
+    else:
+        proc = Proc([str(AIOGRAM_PYTHON), str(BENCH / "aiogram_server.py"), "--port", str(port)],
+                    log_path=work / f"aiogram-{round_index}.log")
+        health = f"http://127.0.0.1:{port}/health"
+        make = telegram_requests(port, 1_000_000 * (round_index + 1))
+        url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(health, proc, timeout=60)
+        prefix = work / f"{kind}-{round_index}-reqs"
+        write_requests(prefix, args.threads, args.simple_requests, make)  # cycling is harmless here
+        run_wrk(url, prefix, args.warmup, args)
+        cpu0 = _cpu(proc.pid)
+        result = run_wrk(url, prefix, args.duration, args)
+        cpu = _cpu(proc.pid) - cpu0
+        for t in range(args.threads):
+            Path(f"{prefix}.{t}").unlink(missing_ok=True)
+    finally:
+        proc.stop()
+    rate = result["ok"] / result["seconds"]
+    log(f"  {kind}: {fmt_int(rate)} req/s ({result['non_2xx']} non-200, {result['socket_errors']} socket errors, "
+        f"server CPU {cpu / result['seconds']:.2f} cores)")
+    return IngestResult(kind, rate, result, cpu=cpu)
+
+
+def _cpu(pid: int) -> float:
+    from common import cpu_seconds
+
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
+def ingest_chatgate(
+    args: argparse.Namespace, work: Path, db: str, bare_rate: float, round_index: int, pg_holder: dict[str, Any]
+) -> IngestResult:
+    data_dir = work / f"ingest-{db}-{round_index}"
+    url_db = None
+    if db == "postgres":
+        if "server" not in pg_holder:
+            log("  starting PostgreSQL 15 (durable settings)")
+            pg_holder["server"] = durable_postgres(work)
+        url_db = pg_holder["server"].create_database(f"bench_ingest_{round_index}")
+    env = container_env(data_dir, url_db, CHATGATE_RUN_WORKERS_IN_API="false")
+    setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
+    port = free_port()
+    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log")
+    url = f"http://127.0.0.1:{port}"
+    tag = f"r{round_index}"
+    try:
+        # Enough distinct requests for the whole run even at the bare app's speed.
+        warm = work / f"{db}-warm-reqs"
+        main = work / f"{db}-main-reqs"
+        write_requests(warm, args.threads, int(bare_rate * 1.3 * args.warmup) + 2000,
+                       webhook_requests(port, setup["inbound_path"], f"warm{tag}"))
+        write_requests(main, args.threads, int(bare_rate * 1.3 * args.duration) + 2000,
+                       webhook_requests(port, setup["inbound_path"], f"main{tag}"))
+        run_wrk(url, warm, args.warmup, args)
+        profiler = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler = profile_during(proc.pid, args.duration - 1, args.profile / f"ingest-{db}-{round_index}.txt")
+        cpu0 = _cpu(proc.pid)
+        result = run_wrk(url, main, args.duration, args)
+        cpu = _cpu(proc.pid) - cpu0
+        if profiler is not None:
+            profiler.wait(60)
+        time.sleep(0.5)  # let in-flight commits land before counting
+        stored = count_rows(db, data_dir, pg_holder, f"bench_ingest_{round_index}", f"main{tag}-")
+        for prefix in (warm, main):
+            for t in range(args.threads):
+                Path(f"{prefix}.{t}").unlink(missing_ok=True)
+    finally:
+        proc.stop()
+    good = min(result["ok"], stored) if result["wraps"] else result["ok"]
+    rate = good / result["seconds"]
+    log(f"  chatgate/{db}: {fmt_int(rate)} stored/s; 200s {result['ok']:,}, rows {stored:,}, "
+        f"non-200 {result['non_2xx']:,}, socket errors {result['socket_errors']:,}, "
+        f"server CPU {cpu / result['seconds']:.2f} cores")
+    return IngestResult(f"chatgate-{db}", rate, result, stored=stored, cpu=cpu)
+
+
+def count_rows(db: str, data_dir: Path, pg_holder: dict[str, Any], database: str, prefix: str) -> int:
+    sql = f"SELECT count(*) FROM raw_events WHERE provider_event_id LIKE '{prefix}%'"
+    if db == "sqlite":
+        with sqlite3.connect(data_dir / "chatgate.db", timeout=30) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    return int(pg_holder["server"].psql(sql, database).strip())
+
+
+# =============================================================================== part 2: e2e
+
+
+async def e2e_load(
+    port: int, path: str, db_file: Path, rate: float, seconds: float, tag: str
+) -> dict[str, Any]:
+    """Open-loop sender at `rate`/s plus a poller of the events table; returns per-event times."""
+    import aiohttp
+
+    count = int(rate * seconds)
+    timestamp = int(time.time())
+    bodies = []
+    for i in range(count):
+        msg_id = f"{tag}-{i}"
+        body = webhook_body(msg_id, chat=f"chat-{i % 50}")
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(msg_id, timestamp, body),
+        }
+        bodies.append((msg_id, body, headers))
+    intended: dict[str, float] = {}
+    answered: dict[str, tuple[int, float]] = {}
+    seen: dict[str, tuple[float, float]] = {}  # msg id -> (visible at, created_at)
+    stop_polling = asyncio.Event()
+
+    def poll_once(conn: sqlite3.Connection, last_id: int) -> tuple[int, list[tuple[str, str]]]:
+        rows = conn.execute(
+            "SELECT id, json_extract(data, '$.provider_ids.message_id'), created_at FROM events "
+            "WHERE id > ? AND type = 'message.received' ORDER BY id",
+            (last_id,),
+        ).fetchall()
+        if rows:
+            last_id = rows[-1][0]
+        return last_id, [(r[1], r[2]) for r in rows]
+
+    async def poller() -> None:
+        conn = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        last_id = 0
+        deadline = time.monotonic() + seconds + 60
+        try:
+            while time.monotonic() < deadline:
+                last_id, rows = await asyncio.to_thread(poll_once, conn, last_id)
+                now = time.time()
+                for msg_id, created in rows:
+                    if msg_id and msg_id.startswith(tag) and msg_id not in seen:
+                        created_at = datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp()
+                        seen[msg_id] = (now, created_at)
+                if stop_polling.is_set() and len(seen) >= len(answered):
+                    return
+                await asyncio.sleep(0.002)
+        finally:
+            conn.close()
+
+    connector = aiohttp.TCPConnector(limit=200)
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def send(msg_id: str, body: bytes, headers: dict[str, str]) -> None:
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    answered[msg_id] = (response.status, time.time())
+            except Exception as exc:  # counted as an error below
+                answered[msg_id] = (-1, time.time())
+                log(f"  e2e send failed: {type(exc).__name__}: {exc}")
+
+        poll_task = asyncio.create_task(poller())
+        tasks = []
+        t0 = time.time() + 0.2
+        lag_max = 0.0
+        for i, (msg_id, body, headers) in enumerate(bodies):
+            when = t0 + i / rate
+            delay = when - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lag_max = max(lag_max, time.time() - when)
+            intended[msg_id] = when
+            tasks.append(asyncio.create_task(send(msg_id, body, headers)))
+        await asyncio.gather(*tasks)
+        stop_polling.set()
+        try:
+            await asyncio.wait_for(poll_task, 60)
+        except TimeoutError:
+            poll_task.cancel()
+    return {"intended": intended, "answered": answered, "seen": seen, "lag_max": lag_max, "count": count}
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def e2e(args: argparse.Namespace, work: Path, report: Report) -> None:
+    log(f"e2e: {args.e2e_rate:.0f} events/s for {args.e2e_duration:.0f} s, SQLite, workers in-process")
+    data_dir = work / "e2e"
+    env = container_env(data_dir, None, CHATGATE_RUN_WORKERS_IN_API="true")
+    setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
+    port = free_port()
+    proc = start_chatgate(env, port, work / "chatgate-e2e.log")
+    db_file = data_dir / "chatgate.db"
+    try:
+        asyncio.run(e2e_load(port, setup["inbound_path"], db_file, args.e2e_rate, 1.0, "e2ewarm"))
+        profiler = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler = profile_during(proc.pid, args.e2e_duration, args.profile / "e2e.txt")
+        cpu0 = _cpu(proc.pid)
+        res = asyncio.run(e2e_load(port, setup["inbound_path"], db_file, args.e2e_rate, args.e2e_duration, "e2e"))
+        cpu = _cpu(proc.pid) - cpu0
+        if profiler is not None:
+            profiler.wait(60)
+        stamps = e2e_stamps(db_file, "e2e-")
+    finally:
+        proc.stop()
+    intended, answered, seen = res["intended"], res["answered"], res["seen"]
+    ok = [m for m, (status, _) in answered.items() if status == 200]
+    errors = len(answered) - len(ok)
+    visible = [seen[m][0] - intended[m] for m in ok if m in seen]
+    created = [seen[m][1] - intended[m] for m in ok if m in seen]
+    response = [answered[m][1] - intended[m] for m in ok]
+    missing = len([m for m in ok if m not in seen])
+    received = [stamps[m][0] - intended[m] for m in ok if m in stamps]
+    processed = [stamps[m][1] - stamps[m][0] for m in ok if m in stamps]
+    stages = {
+        "received_p50": pct(received, 50) * 1000, "received_p99": pct(received, 99) * 1000,
+        "processed_p50": pct(processed, 50) * 1000, "processed_p99": pct(processed, 99) * 1000,
+    }
+    p50, p99 = pct(visible, 50) * 1000, pct(visible, 99) * 1000
+    report.raw["e2e"] = {
+        "count": res["count"], "ok": len(ok), "errors": errors, "missing": missing, "lag_max": res["lag_max"],
+        "visible_ms": {"p50": p50, "p99": p99, "max": max(visible, default=math.nan) * 1000},
+        "created_ms": {"p50": pct(created, 50) * 1000, "p99": pct(created, 99) * 1000},
+        "response_ms": {"p50": pct(response, 50) * 1000, "p99": pct(response, 99) * 1000},
+        "stages_ms": stages, "server_cpu_cores": cpu / args.e2e_duration,
+    }
+    good = missing == 0 and errors == 0 and p99 < TARGET_E2E_P99_MS
+    report.add("e2e", f"inbound POST -> message.received visible, {args.e2e_rate:.0f}/s, SQLite",
+               f"p50 {p50:.1f} ms  p99 {p99:.1f} ms", f"{p99 / TARGET_E2E_P99_MS:.2f} x target",
+               f"p99 < {TARGET_E2E_P99_MS:.0f} ms", verdict(good))
+    report.add("e2e", "  same, to the event's created_at stamp (before its commit)",
+               f"p50 {pct(created, 50) * 1000:.1f} ms  p99 {pct(created, 99) * 1000:.1f} ms")
+    report.add("e2e", "  HTTP 200 answer (ingest commit)",
+               f"p50 {pct(response, 50) * 1000:.1f} ms  p99 {pct(response, 99) * 1000:.1f} ms")
+    report.add("e2e", "  sent / 200 / errors / never visible",
+               f"{res['count']:,} / {len(ok):,} / {errors:,} / {missing:,}",
+               f"server CPU {cpu / args.e2e_duration:.2f} cores")
+    if stamps:
+        report.add("e2e", "  p50/p99 send -> raw received_at | received_at -> processed_at",
+                   f"{stages['received_p50']:.1f}/{stages['received_p99']:.1f} | "
+                   f"{stages['processed_p50']:.1f}/{stages['processed_p99']:.1f} ms")
+    report.notes.append(
+        "e2e latency = time the bench's poller (every ~2 ms, read-only SQLite connection) first sees the "
+        "message.received event in the events table minus the request's scheduled send time "
+        "(open loop); it covers HTTP, authentication, the ingest commit (fsync), the queue, the worker's "
+        "claim and processing transactions (fsync) and the poll interval. There are no tenant webhooks yet."
+    )
+    if res["lag_max"] > 0.05:
+        report.notes.append(f"e2e: the load generator fell behind its schedule by up to {res['lag_max'] * 1000:.0f} ms")
+
+
+def e2e_stamps(db_file: Path, prefix: str) -> dict[str, tuple[float, float]]:
+    """The server's own stamps per event: raw_events.received_at (ingest batch) and processed_at."""
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute(
+            "SELECT provider_event_id, received_at, processed_at FROM raw_events WHERE provider_event_id LIKE ?",
+            (prefix + "%",),
+        ).fetchall()
+
+    def to_ts(value: str) -> float:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+
+    return {m: (to_ts(r), to_ts(p)) for m, r, p in rows if r and p}
+
+
+# =============================================================================== part 3: outbound
+
+
+def outbound(args: argparse.Namespace, work: Path, report: Report) -> None:
+    port = free_port()
+    fake = Proc([str(VENV_PYTHON), str(BENCH / "fake_provider.py"), "--port", str(port)],
+                log_path=work / "fake-provider.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/stats", fake)
+        hook = f"http://127.0.0.1:{port}/hook"
+        log(f"outbound: {args.outbound_messages} sends, limits off")
+        free = outbound_run(args, work, "free", hook, args.outbound_messages, 1e9)
+        times = provider_times(port)
+        rate = free["statuses"].get("sent", 0) / free["send_seconds"]
+        report.raw["outbound_free"] = {**free, "provider_count": len(times)}
+        ok = rate >= TARGET_OUTBOUND_PER_SECOND and not free["timed_out"]
+        report.add("outbound", "sends/s, one worker process, limits off, SQLite",
+                   f"{fmt_int(rate)} /s", f"{rate / TARGET_OUTBOUND_PER_SECOND:.2f} x target",
+                   f">= {fmt_int(TARGET_OUTBOUND_PER_SECOND)} /s", verdict(ok))
+        per = free["statuses"].get("sent", 0) or 1
+        report.add("outbound", "  sent / failed / provider saw / commits per send / CPU per send",
+                   f"{free['statuses'].get('sent', 0):,} / {free['statuses'].get('failed', 0):,} / {len(times):,} / "
+                   f"{free['commits_during_sending'] / per:.1f} / {free['cpu_seconds'] / per * 1000:.2f} ms",
+                   f"worker CPU {free['cpu_seconds'] / free['send_seconds']:.2f} cores")
+        log(f"outbound: {args.limited_messages} sends at rate_limit_per_second={args.limited_rate:g}")
+        limited = outbound_run(args, work, "limited", hook, args.limited_messages, args.limited_rate)
+        times = provider_times(port)
+        window = max_in_window(times, 1.0)
+        calendar = max_per_calendar_second(times)
+        steady = max_in_window([t for t in times if times and t >= times[0] + 1.0], 1.0)
+        burst = max(1, int(args.limited_rate))
+        report.raw["outbound_limited"] = {**limited, "provider_count": len(times), "max_window": window,
+                                          "max_calendar_second": calendar, "max_window_after_first_second": steady}
+        sent = limited["statuses"].get("sent", 0)
+        ideal = max(0.0, (sent - burst) / args.limited_rate)
+        report.add("outbound", f"  rate_limit_per_second={args.limited_rate:g}: max sends in any 1-s window",
+                   f"{window}", f"{window / args.limited_rate:.2f} x budget",
+                   f"<= {args.limited_rate:g}", verdict(window <= args.limited_rate and sent == args.limited_messages))
+        report.add("outbound", "    same, after the first second / per calendar second",
+                   f"{steady} / {calendar}", "",
+                   f"GCRA bound {burst + int(args.limited_rate)}")
+        report.add("outbound", "    sent / duration / ideal / commits per send / CPU per send",
+                   f"{sent} / {limited['send_seconds']:.1f} s / {ideal:.1f} s / "
+                   f"{limited['commits_during_sending'] / max(sent, 1):.1f} / "
+                   f"{limited['cpu_seconds'] / max(sent, 1) * 1000:.1f} ms")
+    finally:
+        fake.stop()
+
+
+def outbound_run(args: argparse.Namespace, work: Path, name: str, hook: str, n: int, rate: float) -> dict[str, Any]:
+    data_dir = work / f"outbound-{name}"
+    env = container_env(data_dir, None)
+    out = work / f"outbound-{name}.json"
+    proc = Proc(
+        [str(VENV_PYTHON), str(BENCH / "outbound.py"), "--url", hook, "--messages", str(n), "--rate", str(rate),
+         "--timeout", str(args.outbound_timeout), "--out", str(out)],
+        env=env, log_path=work / f"outbound-{name}.log",
+    )
+    profiler = None
+    deadline = time.monotonic() + args.outbound_timeout + 180
+    try:
+        while proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if args.profile and profiler is None and "worker" in _started(work / f"outbound-{name}.log"):
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profiler = profile_during(proc.pid, 8, args.profile / f"outbound-{name}.txt")
+        if proc.alive():
+            raise RuntimeError(f"outbound.py did not finish in time:\n{proc.tail()}")
+        if proc.popen.returncode != 0 or not out.exists():
+            raise RuntimeError(f"outbound.py failed ({proc.popen.returncode}):\n{proc.tail()}")
+    finally:
+        proc.stop()
+        if profiler is not None:
+            profiler.wait(30)
+    result: dict[str, Any] = json.loads(out.read_text())
+    log(f"  {name}: {result['statuses']} in {result['send_seconds']:.2f} s "
+        f"(enqueue took {result['enqueue_seconds']:.1f} s)")
+    return result
+
+
+def _started(logfile: Path) -> str:
+    try:
+        return logfile.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def provider_times(port: int) -> list[float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats?reset=1", timeout=30) as response:  # noqa: S310
+        data = json.loads(response.read())
+    return sorted(data["times"])
+
+
+def max_in_window(times: Sequence[float], width: float) -> int:
+    best, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def max_per_calendar_second(times: Sequence[float]) -> int:
+    counts: dict[int, int] = {}
+    for t in times:
+        counts[int(t)] = counts.get(int(t), 0) + 1
+    return max(counts.values(), default=0)
+
+
+# =============================================================================== main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="ingest,e2e,outbound", help="parts to run (default: all)")
+    p.add_argument("--db", default="sqlite,postgres", help="databases for the ingest part (default: both)")
+    p.add_argument("--duration", type=float, default=12, help="seconds per measured wrk run (default 12)")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of wrk warm-up per server (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the ingest set, report medians (default 1)")
+    p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
+    p.add_argument("--simple-requests", type=int, default=60000,
+                   help="distinct requests for the bare/aiogram runs (they cycle; default 60000)")
+    p.add_argument("--e2e-rate", type=float, default=500, help="events per second (default 500)")
+    p.add_argument("--e2e-duration", type=float, default=10, help="seconds (default 10)")
+    p.add_argument("--outbound-messages", type=int, default=3000, help="sends, limits off (default 3000)")
+    p.add_argument("--limited-rate", type=float, default=50, help="rate_limit_per_second (default 50)")
+    p.add_argument("--limited-messages", type=int, default=300, help="sends with the limit on (default 300)")
+    p.add_argument("--outbound-timeout", type=float, default=60, help="give up a send run after (s)")
+    p.add_argument("--profile", type=Path, help="py-spy the chatgate processes, raw stacks into this dir")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    p.add_argument("--json", type=Path, help="also write all raw figures here")
+    args = p.parse_args(argv)
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    args.db = [x.strip() for x in args.db.split(",") if x.strip()]
+    for part in args.only:
+        if part not in ("ingest", "e2e", "outbound"):
+            p.error(f"--only: unknown part {part!r}")
+    for db in args.db:
+        if db not in ("sqlite", "postgres"):
+            p.error(f"--db: unknown database {db!r}")
+    if args.connections < args.threads:
+        p.error("--connections must be >= --threads")
+    return args
+
+
+def preflight(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if "ingest" in args.only and shutil.which("wrk") is None:
+        problems.append("wrk is not installed: apt-get install -y wrk")
+    if "ingest" in args.only and "postgres" in args.db and os.geteuid() != 0:
+        problems.append("--db postgres needs root (PostgreSQL runs as user postgres); or use --db sqlite")
+    if not VENV_PYTHON.exists():
+        problems.append(f"{VENV_PYTHON} missing: create the project venv first")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    problems = preflight(args)
+    if problems:
+        print("bench: cannot run:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if "ingest" in args.only and args.aiogram and not AIOGRAM_PYTHON.exists():
+        print(f"bench: the aiogram comparison needs its own venv; install with:\n  {AIOGRAM_HINT}\n"
+              "  (or pass --no-aiogram)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="chatgate-bench-"))
+    report = Report()
+    pg_holder: dict[str, Any] = {}
+    started = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    log(f"work directory {work}")
+    # SIGTERM: clean up like Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if "ingest" in args.only:
+            ingest(args, work, report, pg_holder)
+        if "e2e" in args.only:
+            e2e(args, work, report)
+        if "outbound" in args.only:
+            outbound(args, work, report)
+    finally:
+        server = pg_holder.get("server")
+        if server is not None:
+            server.close()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    took = time.monotonic() - started
+    print()
+    print(f"chatgate bench, {stamp}, {machine()}")
+    print(f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s runs after {args.warmup:g} s warm-up; "
+          f"total {took:.0f} s")
+    print()
+    print(report.render())
+    if report.notes:
+        print()
+        for note in report.notes:
+            print(f"* {note}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [r.__dict__ for r in report.rows], "notes": report.notes,
+                                         "raw": report.raw, "machine": machine(), "when": stamp}, indent=2,
+                                        default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

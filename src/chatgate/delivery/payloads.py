@@ -1,0 +1,47 @@
+"""What a tenant endpoint receives: the standard envelope, or a seed-compatible format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatgate.domain.events import EventType
+from chatgate.store.models import Event
+
+FORMATS = ("standard", "lovable")
+
+
+def envelope(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.event_id,
+        "type": event.type,
+        "version": event.version,
+        "tenant_id": event.tenant_id,
+        "sequence": event.sequence,
+        "integration_id": event.integration_id,
+        "conversation_id": event.conversation_id,
+        "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
+        "data": event.data,
+    }
+
+
+def lovable(event: Event, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The self-hosted Telegram CRM seed's inbound format; only received messages are sent."""
+    if event.type != EventType.MESSAGE_RECEIVED or event.data.get("direction") != "inbound":
+        return None
+    ids = event.data.get("provider_ids") or {}
+    return {
+        "project_id": options.get("project_id"),
+        "account_phone": options.get("account_phone"),
+        "from_id": ids.get("sender_id"),
+        "from_username": (event.data.get("sender") or {}).get("username"),
+        "text": event.data.get("text"),
+    }
+
+
+def render(event: Event, format_name: str, options: dict[str, Any]) -> bytes | None:
+    """The request body, or None when this format does not carry this event."""
+    if format_name == "lovable":
+        body = lovable(event, options)
+        return None if body is None else json.dumps(body, ensure_ascii=False).encode()
+    return json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False).encode()

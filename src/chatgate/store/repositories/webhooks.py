@@ -1,0 +1,98 @@
+"""Webhook endpoints, deliveries and attempts of one tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+
+from chatgate.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from chatgate.store.pagination import Page
+from chatgate.store.repositories.base import TenantScoped
+
+OPEN_STATUSES = ("pending", "failed")
+
+
+class WebhookRepository(TenantScoped):
+    async def endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        return await self._get(WebhookEndpoint, endpoint_id, "webhook endpoint")
+
+    async def endpoints(self, *, cursor: str | None, limit: int) -> Page[WebhookEndpoint]:
+        return await self._page(self._select(WebhookEndpoint), WebhookEndpoint, cursor, limit)
+
+    async def enabled_endpoints(self) -> list[WebhookEndpoint]:
+        query = self._select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
+        return list((await self.session.execute(query)).scalars())
+
+    async def delivery(self, delivery_id: str) -> WebhookDelivery:
+        return await self._get(WebhookDelivery, delivery_id, "webhook delivery")
+
+    async def deliveries(
+        self, *, cursor: str | None, limit: int, endpoint_id: str | None, status: str | None
+    ) -> Page[WebhookDelivery]:
+        query = self._select(WebhookDelivery)
+        if endpoint_id:
+            query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
+        if status:
+            query = query.where(WebhookDelivery.status == status)
+        return await self._page(query, WebhookDelivery, cursor, limit)
+
+    async def attempts(self, delivery_id: str) -> list[WebhookAttempt]:
+        query = (
+            select(WebhookAttempt)
+            .where(WebhookAttempt.tenant_id == self.tenant_id, WebhookAttempt.delivery_id == delivery_id)
+            .order_by(WebhookAttempt.id)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def earlier_open_in_conversation(self, delivery: WebhookDelivery) -> bool:
+        """Strict ordering: is an older delivery of the same conversation still undelivered?"""
+        if delivery.conversation_id is None:
+            return False
+        query = (
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                WebhookDelivery.tenant_id == self.tenant_id,
+                WebhookDelivery.endpoint_id == delivery.endpoint_id,
+                WebhookDelivery.conversation_id == delivery.conversation_id,
+                WebhookDelivery.event_row_id < delivery.event_row_id,
+                WebhookDelivery.status.in_(OPEN_STATUSES),
+            )
+        )
+        return int((await self.session.execute(query)).scalar_one()) > 0
+
+    async def failed_since(self, endpoint_id: str, since: datetime, limit: int) -> list[WebhookDelivery]:
+        query = (
+            self._select(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.created_at >= since,
+                WebhookDelivery.status.in_(("failed", "dead")),
+            )
+            .order_by(WebhookDelivery.event_row_id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def pending_counts(self) -> dict[str, int]:
+        query = (
+            select(WebhookDelivery.endpoint_id, func.count())
+            .where(
+                and_(WebhookDelivery.tenant_id == self.tenant_id, WebhookDelivery.status.in_(OPEN_STATUSES))
+            )
+            .group_by(WebhookDelivery.endpoint_id)
+        )
+        return {endpoint: int(n) for endpoint, n in (await self.session.execute(query)).all()}
+
+    async def disable(self, endpoint_id: str, reason: str, now: datetime) -> bool:
+        result = await self.session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.tenant_id == self.tenant_id,
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.enabled.is_(True),
+            )
+            .values(enabled=False, disabled_reason=reason, updated_at=now)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
