@@ -83,6 +83,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return {str(s): int(n) for s, n in rows.all()}
 
         stop = asyncio.Event()
+        profiler = None
+        if args.cprofile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         cpu0 = time.process_time()
         wall0 = time.time()
         t_start = time.perf_counter()
@@ -96,6 +102,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
         send_seconds = time.perf_counter() - t_start
         cpu = time.process_time() - cpu0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
         commits_during = commits["n"] - commits_before
         stop.set()
         await asyncio.wait_for(workers, 30)
@@ -122,6 +131,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=0.02)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--cprofile", help="write a cProfile of the sending phase (event-loop thread) here")
     args = parser.parse_args()
     import logging
 

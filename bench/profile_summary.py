@@ -25,8 +25,8 @@ def main() -> None:
     total = 0
     for line in args.file.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
+        if not stack or not count_text.isdigit():
+            continue  # a wrapped line (py-spy prints some native frame names with newlines)
         count = int(count_text)
         frames = stack.split(";")
         total += count

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api, TenantHandle, unique
-from tests.webhook_helpers import message_payload, post_inbound, webhook_integration
+from tests.webhook_helpers import eventually, message_payload, post_inbound, webhook_integration
 
 PUBLIC = {
     ("GET", "/health"),
@@ -26,7 +26,9 @@ PUBLIC = {
 }
 
 # Bodies for mutating routes, valid enough to get past validation to the object lookup.
-BODIES: dict[tuple[str, str], Any] = {}
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/recover"): {"since": "2020-01-01T00:00:00Z"},
+}
 
 
 async def _integration(api: Api, tenant: TenantHandle) -> str:
@@ -103,6 +105,26 @@ async def _media(api: Api, tenant: TenantHandle) -> str:
     return str(response.json()["id"])
 
 
+async def _endpoint(api: Api, tenant: TenantHandle) -> str:
+    response = await api.client.post(
+        "/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/victim"}, headers=tenant.key_headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _delivery(api: Api, tenant: TenantHandle) -> str:
+    await _endpoint(api, tenant)
+    await _raw_event(api, tenant)
+
+    async def first() -> str | None:
+        page = (await api.client.get("/v1/webhook-deliveries", headers=tenant.key_headers)).json()
+        return str(page["data"][0]["id"]) if page["data"] else None
+
+    found: str = await eventually(first)
+    return found
+
+
 OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "integration_id": _integration,
     "user_id": _user,
@@ -112,6 +134,8 @@ OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "contact_id": _contact,
     "raw_event_id": _raw_event,
     "media_id": _media,
+    "endpoint_id": _endpoint,
+    "delivery_id": _delivery,
 }
 
 
@@ -124,6 +148,8 @@ OBJECT_PATHS = {
     "contact_id": "/v1/contacts/",
     "raw_event_id": "/v1/raw-events/",
     "media_id": "/v1/media/",
+    "endpoint_id": "/v1/webhook-endpoints/",
+    "delivery_id": "/v1/webhook-deliveries/",
 }
 
 
