@@ -252,3 +252,23 @@ async def test_redis_survives_script_flush(redis_server: RedisServer) -> None:
         assert (decision.allowed, decision.remaining) == (True, 0)
     finally:
         await limiter.aclose()
+
+
+def test_provider_policies_have_published_defaults_and_overrides() -> None:
+    from chatgate.domain.errors import ConfigurationError
+    from chatgate.ratelimit.base import Limit
+    from chatgate.ratelimit.policies import RatePolicies
+
+    defaults = RatePolicies()
+    assert defaults.limit("telegram_bot", "chat") == Limit(1, 3)
+    assert defaults.limit("telegram_bot", "bot").rate == 30
+    assert defaults.limit("telegram_bot", "group").rate == pytest.approx(20 / 60)
+    assert defaults.limit("whatsapp_cloud", "number").rate == 80
+    assert defaults.limit("twilio", "sender").rate == 10
+    assert defaults.limit("twilio", "sender_media").rate == 1.5
+    tuned = RatePolicies({"whatsapp_cloud": {"number": [250, 250]}})
+    assert tuned.limit("whatsapp_cloud", "number") == Limit(250, 250)
+    with pytest.raises(ConfigurationError, match="rate_per_second"):
+        RatePolicies({"twilio": {"sender": [0, 1]}})
+    with pytest.raises(ConfigurationError, match="no rate policy"):
+        defaults.limit("twilio", "fax")

@@ -23,6 +23,7 @@ from chatgate.providers.registry import default_registry
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.memory import MemoryRateLimiter
 from chatgate.ratelimit.pauses import BucketPauses, MemoryBucketPauses, RedisBucketPauses
+from chatgate.ratelimit.policies import RatePolicies
 from chatgate.ratelimit.redis import RedisRateLimiter
 from chatgate.security.external_jwt import ExternalJwtVerifier
 from chatgate.security.keyring.base import KeyProvider
@@ -143,6 +144,7 @@ class Container:
             RedisBucketPauses(self.redis) if self.redis is not None else MemoryBucketPauses()
         )
         self.breakers = CircuitBreakers()
+        self.rate_policies = RatePolicies(s.rate_limit_policies)
         self.outbound_http = SafeHttpClient(
             allow_hosts=s.outbound_allow_hosts,
             allow_http=s.outbound_allow_http,

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     rate_limit_ip_per_second: float = Field(20.0, gt=0)
     rate_limit_ip_burst: int = Field(100, ge=1)
 
+    rate_limit_policies: dict[str, dict[str, list[float]]] = Field(
+        default_factory=dict, description='Provider send budgets, e.g. {"telegram_bot": {"chat": [1, 3]}}'
+    )
+
     # --- encryption at rest ---------------------------------------------------------------
     keyring_backend: Literal["local", "vault"] = "local"
     keyring_keys: SecretStr | None = Field(
