@@ -7,25 +7,10 @@ from chatgate.services.fanout import Publish
 from chatgate.store.db import Database
 from chatgate.store.models import Contact, Conversation, Message, RawEvent
 from chatgate.store.pagination import Page
-from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.jobs import new_job
+from chatgate.store.repositories.raw_events import RawEventRepository
 from chatgate.workers.queue import QueueItem
-
-
-class RawEventRepository(TenantScoped):
-    async def get(self, raw_id: str) -> RawEvent:
-        return await self._get(RawEvent, raw_id, "raw event")
-
-    async def list(
-        self, *, cursor: str | None, limit: int, status: str | None, integration_id: str | None
-    ) -> Page[RawEvent]:
-        query = self._select(RawEvent)
-        if status:
-            query = query.where(RawEvent.status == status)
-        if integration_id:
-            query = query.where(RawEvent.integration_id == integration_id)
-        return await self._page(query, RawEvent, cursor, limit)
 
 
 class ConversationQueries:
@@ -104,6 +89,3 @@ class ConversationQueries:
             session.add(job)
         await self.publish("inbound", [QueueItem(job.id, tenant_id)])
         return raw
-
-
-__all__ = ["ConversationQueries", "RawEventRepository"]

@@ -9,12 +9,7 @@ from chatgate.domain.errors import InvalidInput
 from chatgate.domain.ids import new_id
 from chatgate.store.db import Database
 from chatgate.store.models import Media
-from chatgate.store.repositories.base import TenantScoped
-
-
-class MediaRepository(TenantScoped):
-    async def get(self, media_id: str) -> Media:
-        return await self._get(Media, media_id, "media")
+from chatgate.store.repositories.raw_events import MediaRepository
 
 
 class MediaService:
