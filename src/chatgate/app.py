@@ -19,12 +19,14 @@ from chatgate.api.routes import (
     audit,
     auth,
     conversations,
+    events,
     health,
     inbound,
     integrations,
     media,
     messages,
     raw_events,
+    stream,
     tenant,
     users,
     webhooks,
@@ -54,12 +56,19 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             if container.settings.run_workers_in_api
             else None
         )
+        bridge = (
+            asyncio.create_task(container.event_bridge.run(stop), name="event-bridge")
+            if container.event_bridge is not None
+            else None
+        )
         try:
             yield
         finally:
             stop.set()
             if workers is not None:
                 await workers
+            if bridge is not None:
+                await bridge
             if manage_lifecycle:
                 await container.aclose()
 
@@ -88,6 +97,8 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         conversations,
         raw_events,
         webhooks,
+        events,
+        stream,
         audit,
         inbound,
     ):

@@ -35,6 +35,7 @@ from chatgate.services.access import AccessService
 from chatgate.services.audit import AuditService
 from chatgate.services.auth import AuthService
 from chatgate.services.conversations import ConversationQueries
+from chatgate.services.event_feed import EventFeed
 from chatgate.services.fanout import EventHook, EventNotifier, Fanout
 from chatgate.services.inbound_gateway import InboundGateway
 from chatgate.services.inbound_processor import InboundProcessor
@@ -44,6 +45,7 @@ from chatgate.services.integrations import IntegrationService
 from chatgate.services.key_rotation import KeyRotationService
 from chatgate.services.maintenance import Maintenance
 from chatgate.services.media import MediaService
+from chatgate.services.notifier_redis import RedisEventBridge
 from chatgate.services.send_worker import SendWorker
 from chatgate.services.sending import SendService
 from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
@@ -152,7 +154,15 @@ class Container:
         )
         self.adapters = default_registry()
         self.notifier = EventNotifier()
-        self.fanout = Fanout(self.queue.publish, self.notifier, self.event_hooks())
+        self.event_bridge: RedisEventBridge | None = (
+            RedisEventBridge(self.redis, self.notifier) if self.redis is not None else None
+        )
+        self.fanout = Fanout(
+            self.queue.publish,
+            self.notifier,
+            self.event_hooks(),
+            broadcast=self.event_bridge.publish if self.event_bridge is not None else None,
+        )
         self.integrations = IntegrationService(self.db, self.box, self.redactor, self.clock, self.fanout)
         self.integration_cache = IntegrationCache(self.db, self.integrations)
         self.ingest = IngestWriter(self.db, self.queue.publish, self.clock)
@@ -160,6 +170,7 @@ class Container:
             self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
         )
         self.media = MediaService(self.db, self.clock)
+        self.feed = EventFeed(self.db, self.notifier)
         self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
         lease = timedelta(seconds=s.job_lease_seconds)
         self.inbound_processor = InboundProcessor(

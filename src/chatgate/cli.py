@@ -60,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
         server_header=False,
+        timeout_graceful_shutdown=10,  # open streams and long polls must not hold shutdown forever
     )
     return 0
 

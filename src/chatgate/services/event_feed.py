@@ -113,12 +113,11 @@ class EventFeed:
                 if len(envelopes) == STREAM_BATCH:
                     continue  # catching up: more may be there already
             scan_from = max(scan_from, high)
-            now = loop.time()
-            if now >= quiet_until:
+            if loop.time() >= quiet_until:
                 yield None
-                quiet_until = now + heartbeat
-                continue
-            await self.notifier.wait(tenant_id, scan_from, min(quiet_until - now, self.poll_interval))
+                quiet_until = loop.time() + heartbeat
+            wait = min(quiet_until - loop.time(), self.poll_interval)
+            await self.notifier.wait(tenant_id, scan_from, max(wait, 0.0))
 
     async def _read(
         self, tenant_id: str, after: int, limit: int, types: list[str] | None, integration_id: str | None

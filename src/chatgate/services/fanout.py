@@ -17,6 +17,7 @@ from chatgate.store.models import Event
 from chatgate.workers.queue import QueueItem
 
 Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
+Broadcast = Callable[[str, int], Awaitable[None]]
 
 
 class EventHook(Protocol):
@@ -63,11 +64,17 @@ class PendingFanout:
 
 class Fanout:
     def __init__(
-        self, publish: Publish, notifier: EventNotifier, hooks: list[EventHook] | None = None
+        self,
+        publish: Publish,
+        notifier: EventNotifier,
+        hooks: list[EventHook] | None = None,
+        *,
+        broadcast: Broadcast | None = None,
     ) -> None:
         self.publish = publish
         self.notifier = notifier
         self.hooks = hooks or []
+        self.broadcast = broadcast
 
     async def in_transaction(
         self, session: AsyncSession, tenant_id: str, events: list[Event], now: datetime
@@ -86,3 +93,5 @@ class Fanout:
             await self.publish(topic, items)
         if pending.last_sequence:
             await self.notifier.notify(pending.tenant_id, pending.last_sequence)
+            if self.broadcast is not None:  # wake waiters in the other processes too
+                await self.broadcast(pending.tenant_id, pending.last_sequence)

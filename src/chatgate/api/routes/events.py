@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from chatgate.api.deps import ContainerDep, Reader
 from chatgate.domain.events import EventEnvelope, EventType
-from chatgate.services.event_feed import EventFeed, parse_event_types
+from chatgate.services.event_feed import parse_event_types
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -60,7 +60,7 @@ async def list_events(
     request returns as soon as a matching event exists, or with an empty `data` when the wait
     is over; loop on it for near-real-time delivery without a persistent connection.
     """
-    feed = EventFeed(container.db, container.notifier)
+    feed = container.feed
     envelopes = await feed.wait_page(
         principal.tenant_id,
         after,

@@ -32,7 +32,7 @@ from chatgate.domain.events import EventEnvelope
 from chatgate.domain.principal import Principal
 from chatgate.ratelimit.base import Limit
 from chatgate.security.api_keys import PREFIX as API_KEY_PREFIX
-from chatgate.services.event_feed import EventFeed, parse_event_types
+from chatgate.services.event_feed import parse_event_types
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/stream", tags=["events"])
@@ -84,7 +84,7 @@ async def stream_sse(
     """Each event is `id: <sequence>`, `event: <type>`, `data: <envelope JSON>`; a `: ping`
     comment arrives every 15 s when nothing happens. Reconnect with `Last-Event-ID` (browsers
     do it for you) or `after=` to resume after the last sequence you saw: nothing is missed."""
-    feed = EventFeed(container.db, container.notifier)
+    feed = container.feed
     events = feed.stream(
         principal.tenant_id,
         last_event_id if last_event_id is not None else after,
@@ -115,7 +115,7 @@ async def stream_ws(
     except ChatgateError as exc:
         await websocket.close(_close_code(exc), exc.message.encode()[:120].decode("utf-8", "ignore"))
         return
-    feed = EventFeed(container.db, container.notifier)
+    feed = container.feed
     events = feed.stream(principal.tenant_id, after, wanted, integration_id, heartbeat=HEARTBEAT_SECONDS)
     sender = asyncio.create_task(_send_events(websocket, events), name="stream.ws.send")
     receiver = asyncio.create_task(_read_client(websocket), name="stream.ws.receive")
