@@ -141,3 +141,11 @@ async def test_limit_out_of_range_is_422(sqlite_api: Api) -> None:
     response = await sqlite_api.client.get("/v1/integrations?limit=5000", headers=tenant.key_headers)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "limit"
+
+
+def test_ids_sort_in_creation_order_within_a_millisecond() -> None:
+    from chatgate.domain.ids import new_id
+
+    made = [new_id("x") for _ in range(5000)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)

@@ -61,3 +61,31 @@ async def test_upgrade_is_idempotent(fresh_url: str) -> None:
     await migrate.upgrade(fresh_url)
     await migrate.upgrade(fresh_url)
     assert await migrate.current_revision(fresh_url) == migrate.head_revision()
+
+
+async def test_concurrent_migrations_do_not_race(fresh_url: str, tmp_path: Path) -> None:
+    """Four processes starting at once on an empty database (the scaled deployment's first boot)."""
+    import asyncio
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGATE_")}
+    env |= {"CHATGATE_DATABASE_URL": fresh_url, "CHATGATE_DATA_DIR": str(tmp_path)}
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chatgate",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    results = [await asyncio.wait_for(p.communicate(), timeout=120) for p in processes]
+    failures = [
+        err.decode()[-500:] for (_, err), p in zip(results, processes, strict=True) if p.returncode != 0
+    ]
+    assert not failures, failures
+    assert await migrate.current_revision(fresh_url) == migrate.head_revision()

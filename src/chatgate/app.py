@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from chatgate import __version__
 from chatgate.api.audit import AuditMiddleware
 from chatgate.api.errors import install_error_handlers
+from chatgate.api.inbound_fast import InboundFastPath
 from chatgate.api.middleware import RequestContextMiddleware
 from chatgate.api.ratelimit import IpRateLimitMiddleware
 from chatgate.api.routes import (
@@ -127,4 +128,6 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         max_body_bytes=settings.max_body_bytes,
         upload_limits={"/v1/media": settings.max_upload_bytes},
     )
+    # Outermost: provider webhooks skip the framework entirely (see api/inbound_fast.py).
+    app.add_middleware(InboundFastPath, gateway=container.inbound, metrics=container.metrics)
     return app

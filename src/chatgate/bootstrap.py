@@ -141,7 +141,9 @@ class Container:
         """The message pipeline: queue, fan-out, ingest, inbound processing, sending."""
         s = self.settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.queue: WorkQueue = RabbitMQQueue(s.rabbitmq_url) if s.rabbitmq_url else InProcessQueue()
+        self.queue: WorkQueue = (
+            RabbitMQQueue(s.rabbitmq_url, prefix=s.rabbitmq_prefix) if s.rabbitmq_url else InProcessQueue()
+        )
         self.pauses: BucketPauses = (
             RedisBucketPauses(self.redis) if self.redis is not None else MemoryBucketPauses()
         )

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     redis_url: str | None = None
     rabbitmq_url: str | None = None
+    rabbitmq_prefix: str = Field(
+        "chatgate", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Queue name prefix"
+    )
 
     # --- workers ----------------------------------------------------------------------------
     worker_concurrency: int = Field(32, ge=1, le=1000, description="Jobs run at once per topic per process")

@@ -20,7 +20,7 @@ _bearer = HTTPBearer(auto_error=False, description="A user access token (JWT) or
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (cgk_…)")
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:  # async: no thread-pool hop per request
     return cast(Container, request.app.state.container)
 
 

@@ -14,6 +14,16 @@ class Limit:
     burst: int
 
 
+def paced(rate: float) -> Limit:
+    """A budget of `rate` per second with a small burst (a tenth of a second's worth).
+
+    GCRA lets `burst` requests through at once and then `rate` per second, so any one-second
+    window sees at most `rate + burst`; keeping the burst small keeps every window close to
+    the budget (a burst equal to the rate would allow twice the budget in one second).
+    """
+    return Limit(rate, max(1, int(rate / 10)))
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool

@@ -15,12 +15,13 @@ from chatgate.ratelimit.base import Limit
 DEFAULT_POLICIES: dict[str, dict[str, Limit]] = {
     # Telegram Bot API FAQ: about 1 message/s per chat (short bursts tolerated),
     # 20 messages/minute per group, about 30 messages/s per bot overall.
-    "telegram_bot": {"bot": Limit(30, 30), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
-    "telegram_user": {"account": Limit(20, 20), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
+    # Bursts are small so that no one-second window exceeds rate + burst.
+    "telegram_bot": {"bot": Limit(30, 3), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
+    "telegram_user": {"account": Limit(20, 2), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
     # WhatsApp Cloud API: 80 messages/s per business phone number by default.
-    "whatsapp_cloud": {"number": Limit(80, 80)},
+    "whatsapp_cloud": {"number": Limit(80, 8)},
     # Twilio: 10 messages/s (text) and about 1.5 messages/s with media, per sender.
-    "twilio": {"sender": Limit(10, 10), "sender_media": Limit(1.5, 2)},
+    "twilio": {"sender": Limit(10, 1), "sender_media": Limit(1.5, 1)},
 }
 
 

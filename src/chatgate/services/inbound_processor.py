@@ -88,6 +88,9 @@ class InboundProcessor:
         now = self.clock()
         tenant_id = jobs[0].tenant_id
         async with self.db.transaction() as session:
+            # The tenant's sequence lock first: it orders this tenant's processing across
+            # worker processes and keeps one lock order everywhere (see EventLog.lock).
+            await EventLog(session, tenant_id).lock()
             store = JobStore(session)
             raws = {
                 r.id: r

@@ -50,7 +50,10 @@ class IngestWriter:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0  # for the benchmark: how many commits served how many events
+        self.batches = 0
+        self._publishing: set[asyncio.Task[None]] = (
+            set()
+        )  # for the benchmark: how many commits served how many events
 
     async def start(self) -> None:
         if self._task is None:
@@ -109,7 +112,13 @@ class IngestWriter:
                 if not item.future.done():
                     item.future.set_result(item.raw["id"] in stored)
             if stored:
-                await self.publish("inbound", list(stored.values()))
+                # Publishing is best effort (the sweeper covers losses); a slow broker must not
+                # delay the next batch's acknowledgements.
+                task: asyncio.Task[None] = asyncio.ensure_future(
+                    self.publish("inbound", list(stored.values()))
+                )
+                self._publishing.add(task)
+                task.add_done_callback(self._publishing.discard)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
         try:

@@ -115,6 +115,7 @@ class IntegrationService:
             sealed = await self._seal(tenant_id, integration_id, changes.credentials)
         pending = None
         async with self.db.transaction() as session:
+            await EventLog(session, tenant_id).lock()
             integration = await IntegrationRepository(session, tenant_id).get(integration_id)
             previous = integration.status
             if changes.name is not None:
@@ -136,6 +137,7 @@ class IntegrationService:
         self, tenant_id: str, integration_id: str, status: IntegrationStatus, reason: str | None
     ) -> Integration:
         async with self.db.transaction() as session:
+            await EventLog(session, tenant_id).lock()
             integration, previous = await self.set_status_in(
                 session, tenant_id, integration_id, status, reason
             )

@@ -94,7 +94,24 @@ class SendWorker:
             log.info("send job %s was taken over by another worker", job.id)
         except Exception as exc:
             log.exception("send job %s crashed", job.id)
-            await self._reschedule(job, backoff(job.attempts), f"{type(exc).__name__}: {exc}", count=True)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            if job.attempts >= self.max_attempts:
+                await self._give_up(job, error)
+            else:
+                await self._reschedule(job, backoff(job.attempts), error, count=True)
+
+    async def _give_up(self, job: Job, error: str) -> None:
+        """A send that keeps crashing (not a provider answer) ends as failed, not retried forever."""
+        async with self.db.sessions() as session:
+            message = await ConversationRepository(session, job.tenant_id).get_message(job.subject_id)
+            integration = await IntegrationRepository(session, job.tenant_id).get(message.integration_id)
+        await self._fail(
+            job,
+            message,
+            integration.kind,
+            "internal_error",
+            f"gave up after {job.attempts} attempts: {error}",
+        )
 
     async def _send(self, job: Job) -> None:
         async with self.db.sessions() as session:
@@ -190,6 +207,7 @@ class SendWorker:
     async def _finish(self, job: Job, sent: tuple[Message, SendResult] | None, provider: str) -> None:
         now = self.clock()
         async with self.db.transaction() as session:
+            await EventLog(session, job.tenant_id).lock()
             events: list[NewEvent] = []
             if sent is not None:
                 message = await ConversationRepository(session, job.tenant_id).get_message(sent[0].id)
@@ -216,6 +234,7 @@ class SendWorker:
     ) -> None:
         now = self.clock()
         async with self.db.transaction() as session:
+            await EventLog(session, job.tenant_id).lock()
             repo = ConversationRepository(session, job.tenant_id)
             current = await repo.get_message(message.id)
             events = await apply_status(session, current, MessageStatus.FAILED, now, code, reason, provider)

@@ -107,7 +107,9 @@ class SendService:
             if key is not None:  # an expired key may be reused
                 await session.execute(
                     delete(IdempotencyKey).where(
-                        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key
+                        IdempotencyKey.tenant_id == tenant_id,
+                        IdempotencyKey.key == key,
+                        IdempotencyKey.expires_at <= now,  # never a live key another request just wrote
                     )
                 )
             conversations = ConversationRepository(session, tenant_id)

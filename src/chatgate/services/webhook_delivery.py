@@ -22,7 +22,7 @@ from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ChatgateError
 from chatgate.domain.events import EndpointDisabledData, EventType
 from chatgate.observability.metrics import DeliveryMetrics
-from chatgate.ratelimit.base import Limit, RateLimiter
+from chatgate.ratelimit.base import RateLimiter, paced
 from chatgate.security.keyring.envelope import SecretBox
 from chatgate.services.fanout import Fanout
 from chatgate.services.inbound_processor import LeaseLost
@@ -107,7 +107,7 @@ class DeliveryWorker:
             return
         if endpoint.rate_limit_per_second:
             rate = endpoint.rate_limit_per_second
-            decision = await self.limiter.hit(f"endpoint:{endpoint.id}", Limit(rate, max(1, int(rate))))
+            decision = await self.limiter.hit(f"endpoint:{endpoint.id}", paced(rate))
             if not decision.allowed:
                 await self._later(job, decision.retry_after, None, count=False)
                 return

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -27,8 +30,25 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """SQLite has no advisory locks: a lock file beside the database serializes migrations
+    of processes started together (the server databases use advisory locks in env.py)."""
+    path = url.split(":///", 1)[1] if url.startswith("sqlite") and ":///" in url else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _upgrade(url: str, revision: str) -> None:
-    command.upgrade(alembic_config(url), revision)
+    with _sqlite_file_lock(url):
+        command.upgrade(alembic_config(url), revision)
 
 
 def _downgrade(url: str, revision: str) -> None:

@@ -56,7 +56,9 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
     settings = container.settings
     schedulers = {
         "inbound": FairScheduler(
-            "inbound", container.inbound_processor.handle, concurrency=settings.worker_concurrency
+            "inbound",
+            batch_handler=container.inbound_processor.handle_batch,
+            concurrency=settings.worker_concurrency,
         ),
         "send": FairScheduler("send", container.send_worker.handle, concurrency=settings.worker_concurrency),
     }

@@ -27,7 +27,7 @@ from chatgate.providers.base import (
     SendResult,
 )
 from chatgate.providers.webhook.parsing import parse
-from chatgate.ratelimit.base import Limit
+from chatgate.ratelimit.base import paced
 
 DEFAULT_RATE = 100.0  # sends per second to one receiving site, unless configured
 
@@ -64,7 +64,7 @@ class WebhookAdapter:
 
     def send_buckets(self, message: OutboundMessage, ctx: IntegrationContext) -> list[Bucket]:
         rate = float(ctx.integration.config.get("rate_limit_per_second") or DEFAULT_RATE)
-        return [Bucket(f"webhook:{ctx.integration.id}", Limit(rate, max(1, int(rate))))]
+        return [Bucket(f"webhook:{ctx.integration.id}", paced(rate))]
 
     async def send(self, message: OutboundMessage, ctx: IntegrationContext) -> SendResult:
         url = ctx.integration.config.get("outbound_url")

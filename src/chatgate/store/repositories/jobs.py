@@ -160,7 +160,15 @@ class JobStore:
         return list((await self.session.execute(query)).scalars())
 
     async def mark_dispatched(self, job_ids: Sequence[str], now: datetime) -> None:
+        """Record the publish; a job whose lease expired goes back to pending, so it is
+        re-published once per `redispatch_after`, not on every sweep (its old holder can no
+        longer finish it: `finish` needs the job running under that worker)."""
         if job_ids:
+            await self.session.execute(
+                update(Job)
+                .where(Job.id.in_(job_ids), Job.status == "running", Job.lease_until < now)
+                .values(status="pending", lease_until=None, leased_by=None)
+            )
             await self.session.execute(update(Job).where(Job.id.in_(job_ids)).values(dispatched_at=now))
 
     async def purge_finished(self, before: datetime) -> int:
