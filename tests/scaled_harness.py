@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
@@ -179,7 +178,6 @@ class Site:
     delay: float = 0.0
     url: str = ""
     received: Counter[str] = field(default_factory=Counter)  # chatgate message id -> deliveries
-    first_seen: dict[str, float] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -187,7 +185,6 @@ class Site:
             body = await request.read()
             message_id = str(json.loads(body).get("id"))
             self.received[message_id] += 1
-            self.first_seen.setdefault(message_id, time.monotonic())
             if self.delay:
                 await asyncio.sleep(self.delay)
             return web.json_response({"message_id": f"site-{secrets.token_hex(8)}"})
@@ -221,7 +218,6 @@ class LoadStats:
     transport_errors: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     latencies: list[float] = field(default_factory=list)
-    failures_at: list[float] = field(default_factory=list)
 
     @property
     def not_acknowledged(self) -> int:
@@ -247,14 +243,12 @@ async def until_acknowledged(
             response = await call()
         except httpx.HTTPError as exc:
             stats.transport_errors[f"{kind} {type(exc).__name__}"] += 1
-            stats.failures_at.append(started)
             last = repr(exc)
             continue
         stats.latencies.append(time.monotonic() - started)
         if 200 <= response.status_code < 300:
             return response
         stats.non_2xx[f"{kind} {response.status_code}"] += 1
-        stats.failures_at.append(started)
         last = f"{response.status_code} {response.text[:300]}"
     raise AssertionError(f"{kind}: not acknowledged after {attempts} attempts (last: {last})")
 
@@ -272,14 +266,3 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@contextlib.contextmanager
-def stopping(procs: list[Proc]) -> Any:
-    """Stop every process on the way out, whatever happened."""
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.stop()
