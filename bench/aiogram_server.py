@@ -3,7 +3,7 @@
 Runs in its own virtualenv (aiogram pins pydantic<2.14, older than chatgate's), see
 bench/requirements.txt:
 
-    bench/.venv-aiogram/bin/python bench/aiogram_server.py --port 8125
+    ~/.cache/chatgate-bench/aiogram-venv/bin/python bench/aiogram_server.py --port 8125
 
 `SimpleRequestHandler` with its defaults (handle_in_background=True: it answers 200 and runs
 the dispatcher in a task) and a secret token, on aiohttp's server, one process, uvloop.

@@ -14,12 +14,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,29 +82,10 @@ def apply_env(env: Mapping[str, str]) -> None:
 
 
 def build_container(settings: Any) -> Any:
-    """`Container(settings)`, working around src/chatgate/bootstrap.py passing an undefined `lease`.
-
-    Commit e20c081 added `lease=lease` to the SendWorker call in `Container._build_pipeline`
-    without defining `lease`, so every Container construction raises NameError (chatgate serve,
-    chatgate bootstrap, the test suite). Until that is fixed in src/, the bench defines the
-    missing module global with the value the setting intends. Once fixed, this does nothing.
-    """
-    import chatgate.bootstrap as bootstrap_module
+    """`Container(settings)`: the one place the bench builds chatgate's object graph."""
     from chatgate.bootstrap import Container
 
-    try:
-        return Container(settings)
-    except NameError as exc:
-        if "lease" not in str(exc):
-            raise
-        bootstrap_module.lease = timedelta(seconds=settings.job_lease_seconds)  # type: ignore[attr-defined]
-        print(
-            "bench: NOTE src/chatgate/bootstrap.py raises NameError: name 'lease' is not defined; "
-            "using a shim (bench/common.py build_container)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return Container(settings)
+    return Container(settings)
 
 
 # ------------------------------------------------------------------------------ processes
@@ -173,7 +152,7 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 60.0) -> None
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.argv[1:3]} exited early:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - 127.0.0.1 only
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except urllib.error.HTTPError:
             return

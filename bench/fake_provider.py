@@ -3,7 +3,10 @@
     .venv/bin/python bench/fake_provider.py --port 8126
 
 POST /<anything>  -> 200 {"message_id": "site-N"}, receive time recorded (time.time()).
-GET  /stats       -> {"count": N, "times": [...]}   (and clears them with ?reset=1)
+POST /tenant/...  -> the same, as a tenant's webhook receiver: also records the event's
+                     data.provider_ids.message_id (a message.received envelope) with its time.
+GET  /stats       -> {"count": N, "times": [...], "events": {message_id: time}}
+                     (?reset=1 clears them)
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import time
 
 import uvloop
@@ -22,17 +26,26 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     times: list[float] = []
+    events: dict[str, float] = {}
     counter = itertools.count(1)
 
     async def receive(request: web.Request) -> web.Response:
-        times.append(time.time())
-        await request.read()
+        now = time.time()
+        times.append(now)
+        body = await request.read()
+        if request.path.startswith("/tenant"):
+            try:
+                message_id = json.loads(body)["data"]["provider_ids"]["message_id"]
+                events.setdefault(str(message_id), now)
+            except (ValueError, KeyError, TypeError):
+                pass
         return web.json_response({"message_id": f"site-{next(counter)}"})
 
     async def stats(request: web.Request) -> web.Response:
-        body = {"count": len(times), "times": list(times)}
+        body = {"count": len(times), "times": list(times), "events": dict(events)}
         if request.query.get("reset"):
             times.clear()
+            events.clear()
         return web.json_response(body)
 
     app = web.Application()

@@ -9,7 +9,8 @@
    before any worker runs, so the queue is full when timing starts;
 3. starts the worker runtime (`run_workers`, as `chatgate worker` and `chatgate serve` do) and
    polls the messages table until every message is `sent` (or failed, or --timeout);
-4. writes a JSON result: times, statuses, CPU seconds and database commits of this process.
+4. writes a JSON result: times, statuses, CPU seconds, database commits and SQL statements of
+   this process while sending.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -25,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import INBOUND_SECRET, OUTBOUND_SECRET, build_container  # noqa: E402
+from common import INBOUND_SECRET, OUTBOUND_SECRET, build_container
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,15 +42,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     container = build_container(settings)
     await container.start()
-    commits = {"n": 0}
+    commits = {"n": 0, "statements": 0}
 
     def on_commit(_conn: Any) -> None:
         commits["n"] += 1
 
+    def on_statement(*_args: Any) -> None:
+        commits["statements"] += 1
+
     event.listen(container.db.engine.sync_engine, "commit", on_commit)
+    event.listen(container.db.engine.sync_engine, "before_cursor_execute", on_statement)
     try:
         boot = await container.access.bootstrap_tenant(
-            name="Bench", slug="bench-" + secrets.token_hex(4), owner_email="bench@example.com",
+            name="Bench",
+            slug="bench-" + secrets.token_hex(4),
+            owner_email="bench@example.com",
             owner_password=secrets.token_urlsafe(16),
         )
         tenant_id = boot.tenant.id
@@ -74,11 +82,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(accept(i) for i in range(args.messages)))
         enqueue_seconds = time.perf_counter() - t0
         commits_before = commits["n"]
+        statements_before = commits["statements"]
 
         async def counts() -> dict[str, int]:
             async with container.db.sessions() as session:
                 rows = await session.execute(
-                    select(Message.status, func.count()).where(Message.tenant_id == tenant_id).group_by(Message.status)
+                    select(Message.status, func.count())
+                    .where(Message.tenant_id == tenant_id)
+                    .group_by(Message.status)
                 )
                 return {str(s): int(n) for s, n in rows.all()}
 
@@ -90,6 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             profiler = cProfile.Profile()
             profiler.enable()
         cpu0 = time.process_time()
+        times0 = os.times()
         wall0 = time.time()
         t_start = time.perf_counter()
         workers = asyncio.create_task(run_workers(container, stop), name="bench-workers")
@@ -102,10 +114,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
         send_seconds = time.perf_counter() - t_start
         cpu = time.process_time() - cpu0
+        times1 = os.times()
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.cprofile)
         commits_during = commits["n"] - commits_before
+        statements_during = commits["statements"] - statements_before
         stop.set()
         await asyncio.wait_for(workers, 30)
         return {
@@ -117,7 +131,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "statuses": current,
             "timed_out": current.get("sent", 0) + current.get("failed", 0) < args.messages,
             "cpu_seconds": cpu,
+            "cpu_user_seconds": times1.user - times0.user,
+            "cpu_system_seconds": times1.system - times0.system,
             "commits_during_sending": commits_during,
+            "statements_during_sending": statements_during,
         }
     finally:
         await container.aclose()
@@ -140,6 +157,9 @@ def main() -> None:
 
     settings = Settings()
     configure_logging(settings.log_level, json_output=settings.log_json)
+    import chatgate
+
+    print(f"bench: chatgate imported from {Path(chatgate.__file__).parent}", file=sys.stderr, flush=True)
     logging.getLogger("chatgate.access").setLevel(logging.WARNING)
     try:
         import uvloop

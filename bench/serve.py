@@ -47,6 +47,25 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 CONTAINER: list[Any] = []
 
 
+def _inbound_in_batches() -> None:
+    """What-if: run the inbound topic with the fair scheduler's per-tenant batch mode.
+
+    src/chatgate/workers/runner.py builds FairScheduler("inbound", inbound_processor.handle) -- one
+    event per claim and per transaction -- although InboundProcessor.handle_batch and the
+    scheduler's batch_handler mode exist for exactly this topic.
+    """
+    import chatgate.workers.runner as runner
+
+    original = runner.FairScheduler
+
+    def scheduler(name: str, handler: Any = None, **kwargs: Any) -> Any:
+        if name == "inbound" and handler is not None and hasattr(handler, "__self__"):
+            return original(name, batch_handler=handler.__self__.handle_batch, **kwargs)
+        return original(name, handler, **kwargs)
+
+    runner.FairScheduler = scheduler  # type: ignore[assignment,misc]
+
+
 def chatgate_app(fast_path: bool = False) -> Any:
     from common import build_container
 
@@ -56,6 +75,9 @@ def chatgate_app(fast_path: bool = False) -> Any:
 
     settings = Settings()
     configure_logging(settings.log_level, json_output=settings.log_json)
+    import chatgate
+
+    print(f"bench: chatgate imported from {Path(chatgate.__file__).parent}", file=sys.stderr, flush=True)
     container = build_container(settings)
     CONTAINER.append(container)
     app = create_app(container)
@@ -79,11 +101,18 @@ def main() -> None:
         help="what-if: wrap chatgate in its (currently unused) InboundFastPath ASGI front",
     )
     parser.add_argument(
-        "--switch-interval", type=float, help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)"
+        "--inbound-batches", action="store_true", help="what-if: process inbound events in per-tenant batches"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)",
     )
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    if args.inbound_batches:
+        _inbound_in_batches()
     app = chatgate_app(args.fast_path) if args.app == "chatgate" else bare_app
     config = uvicorn.Config(
         app,
@@ -106,7 +135,9 @@ def main() -> None:
             await super().shutdown(sockets)
             if CONTAINER:
                 # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
-                print(f"BENCH_INGEST_BATCHES {CONTAINER[0].ingest.batches}", flush=True)
+                batches = getattr(CONTAINER[0].ingest, "batches", None)
+                if batches is not None:
+                    print(f"BENCH_INGEST_BATCHES {batches}", flush=True)
 
     Server(config).run()
 
