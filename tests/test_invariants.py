@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatgate.config import Settings
 from chatgate.services.inbound_processor import LeaseLost
+from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import Database
 from chatgate.store.models import Event, Job, Message, RawEvent
 from chatgate.store.repositories.jobs import JobStore
@@ -80,13 +81,14 @@ async def test_ack_only_after_commit(quiet_api: tuple[Api, MovableClock]) -> Non
         await engine.dispose()
     assert stored == 1
     # With the database unreachable the provider gets a 503 (and retries), never a 200.
-    working = api.container.ingest.db
+    working, working_file = api.container.ingest.db, api.container.ingest.sqlite_store
     api.container.ingest.db = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    api.container.ingest.sqlite_store = SqliteIngestStore("/nonexistent-dir/chatgate.db") if working_file else None
     try:
         failed = await post_inbound(api, integration, message_payload("y", message_id="m2"), event_id="e2")
     finally:
         await api.container.ingest.db.aclose()
-        api.container.ingest.db = working
+        api.container.ingest.db, api.container.ingest.sqlite_store = working, working_file
     assert failed.status_code == 503
     assert "retry" in failed.json()["detail"]
 

@@ -40,6 +40,7 @@ from chatgate.services.fanout import EventHook, EventNotifier, Fanout
 from chatgate.services.inbound_gateway import InboundGateway
 from chatgate.services.inbound_processor import InboundProcessor
 from chatgate.services.ingest import IngestWriter
+from chatgate.services.ingest_sqlite import SqliteIngestStore, sqlite_path
 from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.integrations import IntegrationService
 from chatgate.services.key_rotation import KeyRotationService
@@ -167,7 +168,13 @@ class Container:
         )
         self.integrations = IntegrationService(self.db, self.box, self.redactor, self.clock, self.fanout)
         self.integration_cache = IntegrationCache(self.db, self.integrations)
-        self.ingest = IngestWriter(self.db, self.queue.publish, self.clock)
+        embedded_file = sqlite_path(s.effective_database_url)
+        self.ingest = IngestWriter(
+            self.db,
+            self.queue.publish,
+            self.clock,
+            sqlite_store=SqliteIngestStore(embedded_file) if embedded_file else None,
+        )
         self.inbound = InboundGateway(
             self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
+from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -43,8 +45,17 @@ class _Pending:
 
 
 class IngestWriter:
-    def __init__(self, db: Database, publish: Publish, clock: Clock, *, max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        publish: Publish,
+        clock: Clock,
+        *,
+        max_batch: int = 2000,
+        sqlite_store: SqliteIngestStore | None = None,
+    ) -> None:
         self.db = db
+        self.sqlite_store = sqlite_store
         self.publish = publish
         self.clock = clock
         self.max_batch = max_batch
@@ -65,6 +76,8 @@ class IngestWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.sqlite_store is not None:
+            await asyncio.to_thread(self.sqlite_store.close)
 
     async def submit(
         self,
@@ -101,7 +114,7 @@ class IngestWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 stored = await self._store(batch)
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
                 log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
                 error = ServiceUnavailable("the event could not be stored; retry")
                 for item in batch:
@@ -121,6 +134,10 @@ class IngestWriter:
                 task.add_done_callback(self._publishing.discard)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
+        if self.sqlite_store is not None:
+            self.batches += 1
+            fresh = await self.sqlite_store.store([p.raw for p in batch], self.clock())
+            return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
         try:
             return await self._store_together(batch)
         except IntegrityError:
