@@ -56,27 +56,14 @@ class SqliteIngestStore:
         stamp = _stamp(now)
         connection.execute("BEGIN IMMEDIATE")
         try:
-            keys = list({(str(r["integration_id"]), str(r["provider_event_id"])) for r in rows})
-            existing: set[tuple[str, str]] = set()
-            for start in range(0, len(keys), 400):  # bounded by SQLite's variable limit
-                chunk = keys[start : start + 400]
-                placeholders = ",".join("(?, ?)" for _ in chunk)
-                params = [v for key in chunk for v in key]
-                query = (
-                    "SELECT integration_id, provider_event_id FROM raw_events "  # noqa: S608 - only placeholders
-                    f"WHERE (integration_id, provider_event_id) IN (VALUES {placeholders})"
-                )
-                existing.update(connection.execute(query, params).fetchall())
-            raw_rows = []
+            # INSERT OR IGNORE against the unique (integration, provider event id) index: one
+            # indexed probe per row, and `rowcount` tells a new event from a duplicate.
             job_rows = []
             stored: list[tuple[str, str, str]] = []
             for row in rows:
-                key = (str(row["integration_id"]), str(row["provider_event_id"]))
-                if key in existing:
-                    continue
-                existing.add(key)
-                job_id = new_id("job")
-                raw_rows.append(
+                cursor = connection.execute(
+                    "INSERT OR IGNORE INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id,"
+                    " headers, body, status, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         row["id"],
                         row["tenant_id"],
@@ -87,18 +74,16 @@ class SqliteIngestStore:
                         row["body"],
                         "pending",
                         stamp,
-                    )
+                    ),
                 )
+                if cursor.rowcount != 1:
+                    continue
+                job_id = new_id("job")
                 job_rows.append(
                     (job_id, "inbound", row["tenant_id"], row["id"], "pending", stamp, 0, stamp, stamp)
                 )
                 stored.append((str(row["id"]), job_id, str(row["tenant_id"])))
-            if raw_rows:
-                connection.executemany(
-                    "INSERT INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id, headers, body,"
-                    " status, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    raw_rows,
-                )
+            if job_rows:
                 connection.executemany(
                     "INSERT INTO jobs (id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at,"
                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
