@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-BOT_TOKEN = "7000000042:AACliRotationFakeToken_abcdefghijklmnop"
+BOT_TOKEN = "7000000042:TESTCliRotationFakeToken_abcdefghijklmnop"
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from chatgate.domain.errors import CryptoError, InvalidInput
 from chatgate.domain.integrations import IntegrationStatus
 from tests.conftest import Api
 
-BOT_TOKEN = "7000000001:AAFakeTokenForTestsOnly_abcdefghijklm"
+BOT_TOKEN = "7000000001:TESTFakeTokenForTestsOnly_abcdefghijklm"
 APP_SECRET = "app-secret-for-tests-0123456789abcdef"
 
 
@@ -68,7 +68,7 @@ async def test_update_rename_replace_credentials_disable_enable(api: Api) -> Non
     url = f"/v1/integrations/{created['id']}"
     renamed = await api.client.patch(url, json={"name": "renamed"}, headers=tenant.key_headers)
     assert renamed.json()["name"] == "renamed"
-    new_token = "7000000002:AAAnotherFakeTokenForTests_zyxwvutsrqpo"
+    new_token = "7000000002:TESTAnotherFakeTokenForTests_zyxwvutsrqpo"
     replaced = await api.client.patch(
         url, json={"credentials": {"bot_token": new_token}}, headers=tenant.key_headers
     )

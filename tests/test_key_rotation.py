@@ -16,7 +16,7 @@ from tests.test_keyring import VAULT_TOKEN, RunningVault, fake_vault
 
 __all__ = ["fake_vault"]  # the fixture is used by name
 
-TOKEN = "7000000777:AAKeyRotationEndToEndToken_abcdefghijkl"
+TOKEN = "7000000777:TESTKeyRotationEndToEndToken_abcdefghijkl"
 
 
 def key(version: int) -> str:

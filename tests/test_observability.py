@@ -12,7 +12,7 @@ import pytest
 from chatgate.observability.logging import configure_logging
 from tests.conftest import Api
 
-BOT_TOKEN = "7000000099:AAObservabilityFakeToken_0123456789abcdef"
+BOT_TOKEN = "7000000099:TESTObservabilityFakeToken_0123456789abcdef"
 API_SECRET = "twilio-auth-token-for-tests-0123456789"
 
 
