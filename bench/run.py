@@ -19,8 +19,7 @@ minutes earlier in the same run, under the same load generator (see docs/perform
             off; then with rate_limit_per_second on, the most sends seen in any 1-s window.
 
 Experiments (printed above the table, never mixed into a default run): --set CHATGATE_X=Y,
---what-if fast-path|inbound-batches (see bench/serve.py), --profile DIR (py-spy raw stacks,
-summarise with bench/profile_summary.py).
+--profile DIR (py-spy raw stacks, summarise with bench/profile_summary.py).
 
 Needs: wrk (apt-get install -y wrk), PostgreSQL 15 binaries for --db postgres (the same
 Debian package the tests use), root (PostgreSQL runs as user postgres), and for the aiogram
@@ -320,60 +319,10 @@ def start_chatgate(env: dict[str, str], port: int, logfile: Path, *, extra: Sequ
 
 def durable_postgres(work: Path) -> Any:
     """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on."""
-    from tests.servers import PG_BIN, PostgresServer
+    from tests.servers import PostgresServer
 
     class DurablePostgres(PostgresServer):
-        def _launch(self) -> None:
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._run(
-                    [
-                        str(PG_BIN / "initdb"),
-                        "-D",
-                        str(self.data_dir),
-                        "-A",
-                        "trust",
-                        "-U",
-                        self.user,
-                        "-E",
-                        "UTF8",
-                        "--locale=C.UTF-8",
-                        "--no-instructions",
-                    ],
-                    timeout=120,
-                )
-            self._proc = self._popen(
-                [
-                    str(PG_BIN / "postgres"),
-                    "-D",
-                    str(self.data_dir),
-                    "-p",
-                    str(self.port),
-                    "-c",
-                    f"listen_addresses={self.host}",
-                    "-c",
-                    f"unix_socket_directories={self.dir}",
-                    "-c",
-                    "max_connections=200",
-                    # durable, as in production: the stock settings, spelled out
-                    "-c",
-                    "fsync=on",
-                    "-c",
-                    "synchronous_commit=on",
-                    "-c",
-                    "full_page_writes=on",
-                ]
-            )
-            isready = [
-                str(PG_BIN / "pg_isready"),
-                "-q",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-            ]
-            self._wait_until(lambda: self._probe(isready, timeout=5), "pg_isready")
+        durable = True
 
     missing = [n for n, p in DurablePostgres.binaries().items() if p is None]
     if missing:
@@ -560,7 +509,7 @@ def ingest_chatgate(
     env = container_env(data_dir, url_db, **extra, **args.settings)
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
     port = free_port()
-    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log", extra=args.what_if)
+    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log")
     url = f"http://127.0.0.1:{port}"
     tag = f"r{round_index}"
     try:
@@ -767,7 +716,7 @@ def e2e(args: argparse.Namespace, work: Path, report: Report) -> None:
             )
         )
         port = free_port()
-        proc = start_chatgate(env, port, work / "chatgate-e2e.log", extra=args.what_if)
+        proc = start_chatgate(env, port, work / "chatgate-e2e.log")
         db_file = data_dir / "chatgate.db"
         # warm-up: ~100 events (connections, statement caches), drained before measuring
         asyncio.run(
@@ -1157,14 +1106,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CHATGATE_NAME=VALUE",
         help="experiment: extra setting for every chatgate process (printed above the table)",
     )
-    p.add_argument(
-        "--what-if",
-        action="append",
-        default=[],
-        choices=["fast-path", "inbound-batches"],
-        help="experiment: start chatgate servers with this bench/serve.py what-if flag "
-        "(NOT what ships; the table says so)",
-    )
     p.add_argument("--json", type=Path, help="also write all raw figures here")
     p.add_argument(
         "--commit",
@@ -1173,7 +1114,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "instead of the working tree, which others may be editing meanwhile",
     )
     args = p.parse_args(argv)
-    args.what_if = [f"--{w}" for w in args.what_if]
     for item in args.set:
         if "=" not in item or not item.startswith("CHATGATE_"):
             p.error(f"--set {item!r}: expected CHATGATE_NAME=VALUE")
@@ -1277,8 +1217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s runs after {args.warmup:g} s warm-up; "
         f"total {took:.0f} s"
     )
-    if args.what_if:
-        print(f"WHAT-IF RUN: chatgate started with {' '.join(args.what_if)} (bench/serve.py), not as shipped")
     if args.set:
         print(f"NON-DEFAULT SETTINGS: {' '.join(args.set)}")
     print()

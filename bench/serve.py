@@ -2,7 +2,6 @@
 
     .venv/bin/python bench/serve.py --app chatgate --port 8123
     .venv/bin/python bench/serve.py --app bare --port 8124
-    .venv/bin/python bench/serve.py --app chatgate --fast-path --port 8125   (what-if, see --help)
 
 One worker process, uvloop + httptools, and the uvicorn arguments `chatgate serve` uses
 (proxy headers from 127.0.0.1, no Server header). chatgate reads its settings from the
@@ -47,26 +46,7 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 CONTAINER: list[Any] = []
 
 
-def _inbound_in_batches() -> None:
-    """What-if: run the inbound topic with the fair scheduler's per-tenant batch mode.
-
-    src/chatgate/workers/runner.py builds FairScheduler("inbound", inbound_processor.handle) -- one
-    event per claim and per transaction -- although InboundProcessor.handle_batch and the
-    scheduler's batch_handler mode exist for exactly this topic.
-    """
-    import chatgate.workers.runner as runner
-
-    original = runner.FairScheduler
-
-    def scheduler(name: str, handler: Any = None, **kwargs: Any) -> Any:
-        if name == "inbound" and handler is not None and hasattr(handler, "__self__"):
-            return original(name, batch_handler=handler.__self__.handle_batch, **kwargs)
-        return original(name, handler, **kwargs)
-
-    runner.FairScheduler = scheduler  # type: ignore[assignment,misc]
-
-
-def chatgate_app(fast_path: bool = False) -> Any:
+def chatgate_app() -> Any:
     from common import build_container
 
     from chatgate.app import create_app
@@ -80,13 +60,7 @@ def chatgate_app(fast_path: bool = False) -> Any:
     print(f"bench: chatgate imported from {Path(chatgate.__file__).parent}", file=sys.stderr, flush=True)
     container = build_container(settings)
     CONTAINER.append(container)
-    app = create_app(container)
-    if fast_path:
-        # What-if only: src/chatgate/api/inbound_fast.py exists but create_app never installs it.
-        from chatgate.api.inbound_fast import InboundFastPath
-
-        return InboundFastPath(app, gateway=container.inbound, metrics=container.metrics)
-    return app
+    return create_app(container)
 
 
 def main() -> None:
@@ -96,14 +70,6 @@ def main() -> None:
     parser.add_argument("--app", choices=["chatgate", "bare"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
-        "--fast-path",
-        action="store_true",
-        help="what-if: wrap chatgate in its (currently unused) InboundFastPath ASGI front",
-    )
-    parser.add_argument(
-        "--inbound-batches", action="store_true", help="what-if: process inbound events in per-tenant batches"
-    )
-    parser.add_argument(
         "--switch-interval",
         type=float,
         help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)",
@@ -111,9 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    if args.inbound_batches:
-        _inbound_in_batches()
-    app = chatgate_app(args.fast_path) if args.app == "chatgate" else bare_app
+    app = chatgate_app() if args.app == "chatgate" else bare_app
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -389,6 +389,9 @@ class PostgresServer(_Server):
     service_user = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown
     user = "postgres"
+    # Throwaway test data: durability off makes the suite much faster. The benchmarks set
+    # this to True to measure with production settings.
+    durable = False
 
     @classmethod
     def binaries(cls) -> dict[str, str | None]:
@@ -423,7 +426,7 @@ class PostgresServer(_Server):
                     "-E",
                     "UTF8",
                     "--locale=C.UTF-8",
-                    "--no-sync",
+                    *([] if self.durable else ["--no-sync"]),
                     "--no-instructions",
                 ],
                 timeout=120,
@@ -441,13 +444,12 @@ class PostgresServer(_Server):
                 f"unix_socket_directories={self.dir}",
                 "-c",
                 "max_connections=200",
-                # throwaway data: durability off, much faster tests
                 "-c",
-                "fsync=off",
+                f"fsync={'on' if self.durable else 'off'}",
                 "-c",
-                "synchronous_commit=off",
+                f"synchronous_commit={'on' if self.durable else 'off'}",
                 "-c",
-                "full_page_writes=off",
+                f"full_page_writes={'on' if self.durable else 'off'}",
             ]
         )
         isready = [str(PG_BIN / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", self.user]

@@ -63,6 +63,3 @@ class IntegrationCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return entry
-
-    def forget(self, kind: str, public_id: str) -> None:
-        self._entries.pop((kind, public_id), None)
