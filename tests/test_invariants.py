@@ -83,7 +83,9 @@ async def test_ack_only_after_commit(quiet_api: tuple[Api, MovableClock]) -> Non
     # With the database unreachable the provider gets a 503 (and retries), never a 200.
     working, working_file = api.container.ingest.db, api.container.ingest.sqlite_store
     api.container.ingest.db = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    api.container.ingest.sqlite_store = SqliteIngestStore("/nonexistent-dir/chatgate.db") if working_file else None
+    api.container.ingest.sqlite_store = (
+        SqliteIngestStore("/nonexistent-dir/chatgate.db") if working_file else None
+    )
     try:
         failed = await post_inbound(api, integration, message_payload("y", message_id="m2"), event_id="e2")
     finally:
