@@ -22,8 +22,9 @@ from chatgate.delivery.signing import (
     verify,
 )
 from chatgate.domain.errors import InvalidInput, Unauthenticated
+from tests.contracts import STANDARD_WEBHOOK_VECTORS
 
-VECTORS_PATH = Path("/work/shared/contracts/standard-webhooks/test_vectors.json")
+VECTORS_PATH = STANDARD_WEBHOOK_VECTORS
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
 DEFAULTS: dict[str, Any] = VECTORS["defaults"]
 SECRET = DEFAULTS["secret"]

@@ -80,10 +80,54 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
+class ButtonPressed:
+    """A user pressed one of our inline buttons (Telegram callback query, WhatsApp button reply
+    arrives as a message instead)."""
+
+    callback_id: str
+    sender: Party
+    data: str | None
+    chat: ChatRef | None = None
+    provider_message_id: str | None = None  # the message carrying the button, when still accessible
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """Someone reacted to a message (an empty emoji removes the reaction)."""
+
+    chat: ChatRef
+    sender: Party
+    provider_message_id: str
+    emoji: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChatMembership:
+    """The integration itself was added to, removed from or promoted in a group or channel."""
+
+    chat: ChatRef
+    status: str  # creator, administrator, member, restricted, left, kicked
+    username: str | None = None
+    rights: dict[str, bool] = field(default_factory=dict)
+    by: Party | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An update we deliberately do not turn into anything (kept on the raw event, with why)."""
 
     reason: str
 
 
-ProviderEvent = ReceivedMessage | EditedMessage | DeletedMessages | StatusUpdate | Ignored
+ProviderEvent = (
+    ReceivedMessage
+    | EditedMessage
+    | DeletedMessages
+    | StatusUpdate
+    | ButtonPressed
+    | Reaction
+    | ChatMembership
+    | Ignored
+)

@@ -7,14 +7,15 @@ errors of `domain.errors`; workers decide retries by type alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock
 from chatgate.domain.inbound import ProviderEvent
 from chatgate.domain.integrations import IntegrationKind
+from chatgate.providers.http import ProviderHttp
 from chatgate.ratelimit.base import Limit
 
 
@@ -39,12 +40,30 @@ class IntegrationRef:
 
 
 @dataclass(frozen=True)
+class FetchedMedia:
+    content: bytes
+    mime_type: str | None = None
+    file_name: str | None = None
+
+
+# Loads one of the tenant's uploads (POST /v1/media) by id, for sends that attach it.
+MediaLoader = Callable[[str], Awaitable[FetchedMedia]]
+
+
+@dataclass(frozen=True)
 class IntegrationContext:
     integration: IntegrationRef
     credentials: Mapping[str, str]
-    http: SafeHttpClient
+    http: SafeHttpClient  # tenant-supplied URLs (SSRF-checked)
     clock: Clock
     public_base_url: str | None = None
+    api: ProviderHttp | None = None  # the provider's own API (operator-configured base URL)
+    load_media: MediaLoader | None = None
+
+    def provider_api(self) -> ProviderHttp:
+        if self.api is None:
+            raise RuntimeError("this context was built without a provider API client")
+        return self.api
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,9 @@ class OutboundMessage:
     text: str | None
     attachments: list[dict[str, Any]] = field(default_factory=list)
     reply_to_provider_id: str | None = None
-    buttons: list[Any] = field(default_factory=list)
+    buttons: list[Any] = field(default_factory=list)  # rows of {text, callback_data | url}
+    template: dict[str, Any] | None = None  # provider template (WhatsApp, Twilio Content)
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific: parse_mode, list…
 
 
 @dataclass(frozen=True)
@@ -88,3 +109,35 @@ class ProviderAdapter(Protocol):
 
     async def send(self, message: OutboundMessage, ctx: IntegrationContext) -> SendResult:
         """Deliver one message; raise Transient/Permanent provider errors."""
+
+
+@runtime_checkable
+class MediaFetcher(Protocol):
+    """Adapters whose inbound attachments are fetched from the provider on demand."""
+
+    async def fetch_media(
+        self, provider_file_id: str, ctx: IntegrationContext, *, max_bytes: int
+    ) -> FetchedMedia:
+        """The file's bytes; PayloadTooLarge past max_bytes, NotFound when the provider lost it."""
+
+
+@runtime_checkable
+class MessageActions(Protocol):
+    """Adapters that can act on messages already sent (edit, delete) and on chats."""
+
+    async def edit(
+        self,
+        recipient: str,
+        provider_message_id: str,
+        text: str | None,
+        buttons: list[Any],
+        ctx: IntegrationContext,
+    ) -> None: ...
+
+    async def delete(self, recipient: str, provider_message_id: str, ctx: IntegrationContext) -> None: ...
+
+    async def chat_action(self, recipient: str, action: str, ctx: IntegrationContext) -> None: ...
+
+    async def answer_button(
+        self, callback_id: str, text: str | None, show_alert: bool, ctx: IntegrationContext
+    ) -> None: ...
