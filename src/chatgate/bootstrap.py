@@ -18,8 +18,11 @@ from chatgate.config import Settings
 from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock, system_clock
 from chatgate.domain.errors import ServiceUnavailable
+from chatgate.domain.integrations import IntegrationKind
 from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics
+from chatgate.providers.http import ProviderHttp
 from chatgate.providers.registry import default_registry
+from chatgate.providers.telegram.adapter import TelegramBotAdapter
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.memory import MemoryRateLimiter
 from chatgate.ratelimit.pauses import BucketPauses, MemoryBucketPauses, RedisBucketPauses
@@ -34,6 +37,7 @@ from chatgate.security.tokens import TokenIssuer
 from chatgate.services.access import AccessService
 from chatgate.services.audit import AuditService
 from chatgate.services.auth import AuthService
+from chatgate.services.channels import ChannelService
 from chatgate.services.conversations import ConversationQueries
 from chatgate.services.event_feed import EventFeed
 from chatgate.services.fanout import EventHook, EventNotifier, Fanout
@@ -47,13 +51,18 @@ from chatgate.services.key_rotation import KeyRotationService
 from chatgate.services.maintenance import Maintenance
 from chatgate.services.media import MediaService
 from chatgate.services.notifier_redis import RedisEventBridge
+from chatgate.services.provider_actions import ProviderActions
+from chatgate.services.provider_context import ProviderContexts
 from chatgate.services.send_worker import SendWorker
 from chatgate.services.sending import SendService
+from chatgate.services.telegram_bots import TelegramBots
+from chatgate.services.telegram_polling import TelegramPoller
 from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
 from chatgate.services.webhook_fanout import WebhookFanoutHook
 from chatgate.services.webhooks import WebhookService
 from chatgate.store import migrate
 from chatgate.store.db import Database
+from chatgate.store.repositories.leases import LeaseStore
 from chatgate.workers.breaker import CircuitBreakers
 from chatgate.workers.queue import Handler, WorkQueue
 from chatgate.workers.queue_memory import InProcessQueue
@@ -155,7 +164,8 @@ class Container:
             allow_http=s.outbound_allow_http,
             timeout=s.outbound_timeout_seconds,
         )
-        self.adapters = default_registry()
+        self.provider_http = ProviderHttp(timeout=s.provider_timeout_seconds)
+        self.adapters = default_registry(s, self.rate_policies)
         self.notifier = EventNotifier()
         self.event_bridge: RedisEventBridge | None = (
             RedisEventBridge(self.redis, self.notifier) if self.redis is not None else None
@@ -168,6 +178,16 @@ class Container:
         )
         self.integrations = IntegrationService(self.db, self.box, self.redactor, self.clock, self.fanout)
         self.integration_cache = IntegrationCache(self.db, self.integrations)
+        self.media = MediaService(self.db, self.clock)
+        self.contexts = ProviderContexts(
+            self.integrations,
+            self.media,
+            self.outbound_http,
+            self.provider_http,
+            self.clock,
+            str(s.public_base_url) if s.public_base_url else None,
+        )
+        self.leases = LeaseStore(self.db)
         embedded_file = sqlite_path(s.effective_database_url)
         self.ingest = IngestWriter(
             self.db,
@@ -176,9 +196,33 @@ class Container:
             sqlite_store=SqliteIngestStore(embedded_file) if embedded_file else None,
         )
         self.inbound = InboundGateway(
-            self.integration_cache, self.adapters, self.ingest, self.outbound_http, self.clock, self.metrics
+            self.integration_cache, self.adapters, self.ingest, self.contexts, self.clock, self.metrics
         )
-        self.media = MediaService(self.db, self.clock)
+        self.actions = ProviderActions(
+            self.db, self.adapters, self.contexts, self.clock, media_max_bytes=s.media_fetch_max_bytes
+        )
+        telegram = self.adapters.get(IntegrationKind.TELEGRAM_BOT)
+        assert isinstance(telegram, TelegramBotAdapter)
+        self.telegram_bots = TelegramBots(
+            self.db,
+            self.integrations,
+            self.contexts,
+            telegram,
+            self.leases,
+            self.clock,
+            max_connections=s.telegram_webhook_max_connections,
+            health_concurrency=s.telegram_health_concurrency,
+        )
+        self.telegram_poller = TelegramPoller(
+            self.telegram_bots,
+            self.ingest,
+            self.clock,
+            self.worker_id,
+            poll_timeout=s.telegram_poll_timeout_seconds,
+            scan_interval=s.telegram_poll_scan_interval_seconds,
+            max_bots=s.telegram_poll_max_bots,
+        )
+        self.channels = ChannelService(self.db, self.telegram_bots, self.clock)
         self.feed = EventFeed(self.db, self.notifier)
         self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
         lease = timedelta(seconds=s.job_lease_seconds)
@@ -221,7 +265,7 @@ class Container:
             self.pauses,
             self.breakers,
             self.fanout,
-            self.outbound_http,
+            self.contexts,
             self.clock,
             self.worker_id,
             max_attempts=s.send_max_attempts,
@@ -290,6 +334,7 @@ class Container:
         await self.ingest.aclose()
         await self.queue.aclose()
         await self.outbound_http.aclose()
+        await self.provider_http.aclose()
         await self.rate_limiter.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     google_auth_base: str = "https://accounts.google.com"
     google_calendar_base: str = "https://www.googleapis.com/calendar/v3"
     fcm_api_base: str = "https://fcm.googleapis.com"
+    provider_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    media_fetch_max_bytes: int = Field(20 * 1_048_576, ge=1024)
+
+    # --- Telegram bots ---------------------------------------------------------------------
+    telegram_webhook_max_connections: int = Field(40, ge=1, le=100)
+    telegram_health_interval_seconds: float = Field(600.0, ge=1)
+    telegram_health_concurrency: int = Field(20, ge=1, le=500)
+    telegram_poll_scan_interval_seconds: float = Field(5.0, gt=0)
+    telegram_poll_timeout_seconds: int = Field(25, ge=0, le=50)
+    telegram_poll_max_bots: int = Field(500, ge=0)
+    telegram_token_in_url_webhooks: bool = Field(
+        False, description="Accept seed 000's /api/integrations/webhooks/telegram/{bot_token}/ path"
+    )
 
     _split = field_validator(
         "cors_origins",

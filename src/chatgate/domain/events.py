@@ -24,6 +24,9 @@ class EventType(StrEnum):
     CONTACT_UPDATED = "contact.updated"
     INTEGRATION_STATUS_CHANGED = "integration.status_changed"
     ENDPOINT_DISABLED = "endpoint.disabled"
+    BUTTON_PRESSED = "button.pressed"
+    MESSAGE_REACTION = "message.reaction"
+    CHANNEL_UPDATED = "channel.updated"
 
 
 class _Payload(BaseModel):
@@ -124,6 +127,41 @@ class EndpointDisabledData(_Payload):
     reason: str
 
 
+class ButtonPressedData(_Payload):
+    integration_id: str
+    provider: str
+    callback_id: str = Field(description="Answer it with POST /v1/integrations/{id}/button-answers")
+    data: str | None = Field(description="The button's callback_data")
+    sender: SenderData
+    conversation_id: str | None = Field(description="Where the button's message is, when known")
+    message_id: str | None = Field(description="Our id of the message carrying the button, when known")
+    provider_message_id: str | None
+
+
+class ReactionData(_Payload):
+    integration_id: str
+    provider: str
+    conversation_id: str
+    message_id: str | None = Field(description="Our id of the message reacted to, when we have it")
+    provider_message_id: str
+    emoji: str = Field(description="The reaction; empty when it was removed")
+    sender: SenderData
+
+
+class ChannelData(_Payload):
+    id: str
+    integration_id: str
+    provider: str
+    external_id: str
+    kind: str = Field(description="channel or group")
+    title: str | None
+    username: str | None
+    member_status: str = Field(description="Our membership: creator, administrator, member, left, kicked…")
+    can_post: bool
+    rights: dict[str, bool]
+    connected: bool
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.MESSAGE_RECEIVED: MessageData,
     EventType.MESSAGE_EDITED: MessageData,
@@ -133,6 +171,9 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.CONTACT_UPDATED: ContactData,
     EventType.INTEGRATION_STATUS_CHANGED: IntegrationStatusData,
     EventType.ENDPOINT_DISABLED: EndpointDisabledData,
+    EventType.BUTTON_PRESSED: ButtonPressedData,
+    EventType.MESSAGE_REACTION: ReactionData,
+    EventType.CHANNEL_UPDATED: ChannelData,
 }
 
 

@@ -72,7 +72,7 @@ class ProviderHttp:
         data: Any = None
         if files:
             multipart = aiohttp.FormData()
-            for key, value in (form.items() if isinstance(form, Mapping) else form or ()):
+            for key, value in form.items() if isinstance(form, Mapping) else form or ():
                 multipart.add_field(key, value)
             for part in files:
                 multipart.add_field(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from chatgate.config import Settings
 from chatgate.domain.errors import InvalidInput
 from chatgate.domain.integrations import IntegrationKind
 from chatgate.providers.base import ProviderAdapter
+from chatgate.providers.telegram.adapter import TelegramBotAdapter
 from chatgate.providers.webhook.adapter import WebhookAdapter
+from chatgate.ratelimit.policies import RatePolicies
 
 
 class AdapterRegistry:
@@ -18,6 +21,9 @@ class AdapterRegistry:
         except (KeyError, ValueError) as exc:
             raise InvalidInput(f"integration kind '{kind}' has no provider adapter yet") from exc
 
+    def all(self) -> list[ProviderAdapter]:
+        return list(self._adapters.values())
+
     def supports(self, kind: str) -> bool:
         try:
             return IntegrationKind(kind) in self._adapters
@@ -25,5 +31,13 @@ class AdapterRegistry:
             return False
 
 
-def default_registry() -> AdapterRegistry:
-    return AdapterRegistry([WebhookAdapter()])
+def default_registry(
+    settings: Settings | None = None, policies: RatePolicies | None = None
+) -> AdapterRegistry:
+    settings = settings or Settings()
+    return AdapterRegistry(
+        [
+            WebhookAdapter(),
+            TelegramBotAdapter(settings.telegram_api_base, policies),
+        ]
+    )

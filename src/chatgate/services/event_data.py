@@ -6,6 +6,7 @@ from typing import Any
 
 from chatgate.domain.events import (
     AttachmentData,
+    ChannelData,
     ContactData,
     ConversationData,
     MessageData,
@@ -13,7 +14,7 @@ from chatgate.domain.events import (
     ProviderIds,
     SenderData,
 )
-from chatgate.store.models import Contact, Conversation, Message
+from chatgate.store.models import Channel, Contact, Conversation, Message
 
 
 def message_data(
@@ -83,4 +84,20 @@ def contact_data(contact: Contact, provider: str) -> dict[str, Any]:
         username=contact.username,
         phone=contact.phone,
         unreachable=contact.unreachable,
+    ).model_dump(mode="json")
+
+
+def channel_data(channel: Channel, provider: str) -> dict[str, Any]:
+    return ChannelData(
+        id=channel.id,
+        integration_id=channel.integration_id,
+        provider=provider,
+        external_id=channel.external_id,
+        kind=channel.kind,
+        title=channel.title,
+        username=channel.username,
+        member_status=channel.member_status,
+        can_post=channel.can_post,
+        rights={k: bool(v) for k, v in channel.rights.items()},
+        connected=channel.connected,
     ).model_dump(mode="json")

@@ -15,20 +15,32 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from chatgate.domain.events import EventType, MessageDeletedData
+from chatgate.domain.channels import can_post, channel_kind
+from chatgate.domain.events import ButtonPressedData, EventType, MessageDeletedData, ReactionData, SenderData
 from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import (
     Attachment,
+    ButtonPressed,
+    ChatMembership,
     DeletedMessages,
     EditedMessage,
     Ignored,
+    Party,
     ProviderEvent,
+    Reaction,
     ReceivedMessage,
     StatusUpdate,
 )
 from chatgate.domain.messages import Direction, MessageStatus, moves_forward
-from chatgate.services.event_data import contact_data, conversation_data, message_data, status_data
+from chatgate.services.event_data import (
+    channel_data,
+    contact_data,
+    conversation_data,
+    message_data,
+    status_data,
+)
 from chatgate.store.models import Media, Message
+from chatgate.store.repositories.channels import ChannelRepository
 from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.events import NewEvent
 
@@ -54,6 +66,12 @@ class InboundApplier:
             return await self._deleted(event, cause)
         if isinstance(event, StatusUpdate):
             return await self.status(event)
+        if isinstance(event, ButtonPressed):
+            return await self._button(event, cause)
+        if isinstance(event, Reaction):
+            return await self._reaction(event, cause)
+        if isinstance(event, ChatMembership):
+            return await self._membership(event, cause)
         if isinstance(event, Ignored):
             return []
         raise TypeError(f"unknown provider event {type(event).__name__}")
@@ -124,6 +142,79 @@ class InboundApplier:
             )
         )
         return out
+
+    @staticmethod
+    def _sender(party: Party) -> SenderData:
+        return SenderData(address=party.address, display_name=party.display_name, username=party.username)
+
+    async def _button(self, event: ButtonPressed, cause: str) -> list[NewEvent]:
+        conversation_id = message_id = None
+        if event.chat is not None:
+            conversation = await self.repo.conversation_by_external(
+                self.integration_id, event.chat.external_id
+            )
+            conversation_id = conversation.id if conversation else None
+        if event.provider_message_id:
+            found = await self.repo.messages_by_provider_ids(self.integration_id, [event.provider_message_id])
+            message_id = found[0].id if found else None
+        data = ButtonPressedData(
+            integration_id=self.integration_id,
+            provider=self.provider,
+            callback_id=event.callback_id,
+            data=event.data,
+            sender=self._sender(event.sender),
+            conversation_id=conversation_id,
+            message_id=message_id,
+            provider_message_id=event.provider_message_id,
+        ).model_dump(mode="json")
+        return [self._new(EventType.BUTTON_PRESSED, data, conversation_id, f"{cause}:button")]
+
+    async def _reaction(self, event: Reaction, cause: str) -> list[NewEvent]:
+        conversation, created = await self.repo.upsert_conversation(
+            self.integration_id, event.chat, None, self.now
+        )
+        out: list[NewEvent] = []
+        if created:
+            out.append(
+                self._new(
+                    EventType.CONVERSATION_CREATED,
+                    conversation_data(conversation, self.provider),
+                    conversation.id,
+                    f"{cause}:conversation",
+                )
+            )
+        found = await self.repo.messages_by_provider_ids(self.integration_id, [event.provider_message_id])
+        data = ReactionData(
+            integration_id=self.integration_id,
+            provider=self.provider,
+            conversation_id=conversation.id,
+            message_id=found[0].id if found else None,
+            provider_message_id=event.provider_message_id,
+            emoji=event.emoji,
+            sender=self._sender(event.sender),
+        ).model_dump(mode="json")
+        out.append(self._new(EventType.MESSAGE_REACTION, data, conversation.id, f"{cause}:reaction"))
+        return out
+
+    async def _membership(self, event: ChatMembership, cause: str) -> list[NewEvent]:
+        channel, changed = await ChannelRepository(self.session, self.tenant_id).upsert(
+            self.integration_id,
+            event.chat.external_id,
+            self.now,
+            kind=channel_kind(event.chat.kind),
+            title=event.chat.title,
+            username=event.username,
+            member_status=event.status,
+            rights=dict(event.rights),
+            can_post=can_post(event.chat.kind, event.status, event.rights),
+        )
+        if not changed:
+            return []
+        return [
+            self._new(
+                EventType.CHANNEL_UPDATED, channel_data(channel, self.provider), None, f"{cause}:channel"
+            )
+        ]
 
     async def _attachment(self, attachment: Attachment) -> dict[str, Any]:
         data: dict[str, Any] = {k: v for k, v in asdict(attachment).items() if k != "provider_file_id"}

@@ -9,17 +9,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ChatgateError, NotFound, Unauthenticated
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.observability.metrics import ApiMetrics
-from chatgate.providers.base import InboundRequest, IntegrationContext
+from chatgate.providers.base import InboundRequest
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.ingest import IngestWriter
 from chatgate.services.integration_cache import IntegrationCache
+from chatgate.services.provider_context import ProviderContexts
 
 log = logging.getLogger(__name__)
+
+# Short names in the URLs we register with providers (`/in/telegram/{public_id}`).
+KIND_ALIASES = {"telegram": "telegram_bot", "whatsapp": "whatsapp_cloud"}
 
 
 @dataclass(frozen=True)
@@ -34,25 +37,26 @@ class InboundGateway:
         cache: IntegrationCache,
         adapters: AdapterRegistry,
         writer: IngestWriter,
-        http: SafeHttpClient,
+        contexts: ProviderContexts,
         clock: Clock,
         metrics: ApiMetrics,
     ) -> None:
         self.cache = cache
         self.adapters = adapters
         self.writer = writer
-        self.http = http
+        self.contexts = contexts
         self.clock = clock
         self.metrics = metrics
 
     async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
+        kind = KIND_ALIASES.get(kind, kind)
         if not self.adapters.supports(kind):
             raise NotFound(f"no inbound endpoint for '{kind}'")
         integration = await self.cache.by_public_id(kind, public_id)
         if integration.status == IntegrationStatus.DISABLED:
             raise NotFound("this integration is disabled")
         adapter = self.adapters.get(kind)
-        context = IntegrationContext(integration.ref, integration.credentials, self.http, self.clock)
+        context = self.contexts.build(integration.ref, integration.credentials)
         try:
             adapter.verify_inbound(request, context)
         except Unauthenticated:

@@ -60,6 +60,11 @@ class IntegrationCache:
         )
         self._entries[key] = (now + self.ttl, entry)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        # Entries are in insertion order with one TTL, so the expired ones are at the front:
+        # drop them, so thousands of quiet integrations cost no memory between their requests.
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest[0] > now and len(self._entries) <= self.max_entries:
+                break
             self._entries.popitem(last=False)
         return entry

@@ -134,13 +134,21 @@ class IntegrationService:
         return integration
 
     async def set_status(
-        self, tenant_id: str, integration_id: str, status: IntegrationStatus, reason: str | None
+        self,
+        tenant_id: str,
+        integration_id: str,
+        status: IntegrationStatus,
+        reason: str | None,
+        *,
+        provider_status: dict[str, Any] | None = None,
     ) -> Integration:
         async with self.db.transaction() as session:
             await EventLog(session, tenant_id).lock()
             integration, previous = await self.set_status_in(
                 session, tenant_id, integration_id, status, reason
             )
+            if provider_status is not None:
+                integration.provider_status = provider_status
             pending = await self._record_status_change(session, integration, previous)
         await self._after_commit(pending)
         return integration

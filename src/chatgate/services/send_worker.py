@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import (
     AuthRevoked,
@@ -25,9 +24,9 @@ from chatgate.domain.errors import (
     RecipientInvalid,
     TransientProviderError,
 )
-from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
+from chatgate.domain.integrations import IntegrationStatus
 from chatgate.domain.messages import MessageStatus
-from chatgate.providers.base import IntegrationContext, IntegrationRef, OutboundMessage, SendResult
+from chatgate.providers.base import OutboundMessage, SendResult
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.pauses import BucketPauses
@@ -35,6 +34,7 @@ from chatgate.services.fanout import Fanout, PendingFanout
 from chatgate.services.inbound_apply import apply_status
 from chatgate.services.inbound_processor import LeaseLost
 from chatgate.services.integrations import IntegrationService, status_changed_event
+from chatgate.services.provider_context import ProviderContexts
 from chatgate.store.db import Database
 from chatgate.store.models import Integration, Job, Message
 from chatgate.store.repositories.conversations import ConversationRepository
@@ -63,7 +63,7 @@ class SendWorker:
         pauses: BucketPauses,
         breakers: CircuitBreakers,
         fanout: Fanout,
-        http: SafeHttpClient,
+        contexts: ProviderContexts,
         clock: Clock,
         worker_id: str,
         *,
@@ -77,7 +77,7 @@ class SendWorker:
         self.pauses = pauses
         self.breakers = breakers
         self.fanout = fanout
-        self.http = http
+        self.contexts = contexts
         self.clock = clock
         self.worker_id = worker_id
         self.lease = lease
@@ -138,18 +138,8 @@ class SendWorker:
             await self._reschedule(job, wait, "circuit open: the provider keeps failing", count=False)
             return
         adapter = self.adapters.get(integration.kind)
-        context = IntegrationContext(
-            IntegrationRef(
-                integration.id,
-                integration.tenant_id,
-                IntegrationKind(integration.kind),
-                integration.public_id,
-                dict(integration.config),
-            ),
-            await self.integrations.credentials(integration),
-            self.http,
-            self.clock,
-        )
+        context = await self.contexts.for_integration(integration)
+        options = dict(message.send_options or {})
         outbound = OutboundMessage(
             message_id=message.id,
             recipient=conversation.external_id,
@@ -157,6 +147,8 @@ class SendWorker:
             attachments=list(message.attachments),
             reply_to_provider_id=message.reply_to_provider_id,
             buttons=list(message.buttons),
+            template=options.pop("template", None),
+            options=options,
         )
         buckets = adapter.send_buckets(outbound, context)
         for bucket in buckets:
@@ -210,8 +202,12 @@ class SendWorker:
             await EventLog(session, job.tenant_id).lock()
             events: list[NewEvent] = []
             if sent is not None:
-                message = await ConversationRepository(session, job.tenant_id).get_message(sent[0].id)
+                repo = ConversationRepository(session, job.tenant_id)
+                message = await repo.get_message(sent[0].id)
                 message.provider_message_id = sent[1].provider_message_id
+                moved_to = sent[1].detail.get("recipient_moved_to")
+                if moved_to:  # a Telegram group became a supergroup: later sends go there
+                    await repo.move_conversation(message.conversation_id, str(moved_to))
                 events = await apply_status(session, message, MessageStatus.SENT, now, None, None, provider)
                 await IntegrationRepository(session, job.tenant_id).count_traffic(
                     message.integration_id, sent=1, at=now

@@ -41,6 +41,8 @@ class SendRequest:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     reply_to_message_id: str | None = None
     buttons: list[Any] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific: parse_mode, template…
+    to_kind: ConversationKind = ConversationKind.PRIVATE  # with `to`: a private chat, group or channel
 
     def fingerprint(self) -> str:
         canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"), default=str)
@@ -117,11 +119,14 @@ class SendService:
                 conversation = await conversations.get_conversation(request.conversation_id)
             elif request.integration_id and request.to:
                 await IntegrationRepository(session, tenant_id).get(request.integration_id)
-                contact, _ = await conversations.upsert_contact(
-                    request.integration_id, Party(request.to), now
-                )
+                contact_id = None
+                if request.to_kind == ConversationKind.PRIVATE:
+                    contact, _ = await conversations.upsert_contact(
+                        request.integration_id, Party(request.to), now
+                    )
+                    contact_id = contact.id
                 conversation, _ = await conversations.upsert_conversation(
-                    request.integration_id, ChatRef(request.to, ConversationKind.PRIVATE), contact.id, now
+                    request.integration_id, ChatRef(request.to, request.to_kind), contact_id, now
                 )
             else:
                 raise InvalidInput("say where to send: 'conversation_id', or 'integration_id' with 'to'")
@@ -149,6 +154,7 @@ class SendService:
                     text=request.text,
                     attachments=request.attachments,
                     buttons=request.buttons,
+                    send_options=request.options or None,
                     reply_to_message_id=request.reply_to_message_id,
                     reply_to_provider_id=reply_provider_id,
                     created_at=now,

@@ -34,6 +34,11 @@ def housekeeping_jobs(container: Container) -> list[PeriodicJob]:
         PeriodicJob("purge-finished-jobs", 600, container.maintenance.purge_finished_jobs),
         PeriodicJob("purge-idempotency-keys", 600, container.maintenance.purge_expired_idempotency_keys),
         PeriodicJob("webhook-queue-depth", 15, container.delivery_worker.refresh_depth),
+        PeriodicJob(
+            "telegram-health",
+            container.settings.telegram_health_interval_seconds,
+            lambda: container.telegram_bots.check_all(container.worker_id),
+        ),
     ]
 
 
@@ -80,6 +85,7 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
             asyncio.create_task(container.queue.consume(topic, scheduler.offer), name=f"{topic}-consumer")
         )
     tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
+    tasks.append(asyncio.create_task(container.telegram_poller.run(stop), name="telegram-poller"))
     tasks.extend(asyncio.create_task(_loop(job, stop), name=job.name) for job in jobs)
     try:
         await stop.wait()

@@ -3,6 +3,7 @@
 from chatgate.store.models.access import ApiKey, AuditEntry, Integration, RefreshToken, Tenant, User
 from chatgate.store.models.base import ID, Base
 from chatgate.store.models.messaging import (
+    Channel,
     Contact,
     Conversation,
     Event,
@@ -13,19 +14,21 @@ from chatgate.store.models.messaging import (
     TenantSequence,
 )
 from chatgate.store.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from chatgate.store.models.work import Job
+from chatgate.store.models.work import Job, Lease
 
 __all__ = [
     "ID",
     "ApiKey",
     "AuditEntry",
     "Base",
+    "Channel",
     "Contact",
     "Conversation",
     "Event",
     "IdempotencyKey",
     "Integration",
     "Job",
+    "Lease",
     "Media",
     "Message",
     "RawEvent",

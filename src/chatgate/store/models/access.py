@@ -94,6 +94,9 @@ class Integration(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column()
+    # What the provider last told us about this integration (webhook health, pending updates…);
+    # written by health checks, read-only for users.
+    provider_status: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

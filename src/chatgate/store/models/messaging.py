@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     ForeignKey,
@@ -100,6 +101,8 @@ class Message(Base):
     text: Mapped[str | None] = mapped_column(LongText)
     attachments: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     buttons: Mapped[list[Any]] = mapped_column(default=list)
+    # Provider-specific send options (parse_mode, a template, a list menu…), outbound only.
+    send_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reply_to_message_id: Mapped[str | None] = mapped_column(ID)
     reply_to_provider_id: Mapped[str | None] = mapped_column(String(191))
     error_code: Mapped[str | None] = mapped_column(String(100))
@@ -127,6 +130,36 @@ class IdempotencyKey(Base):
     message_id: Mapped[str] = mapped_column(ID)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Channel(Base):
+    """A group or channel an integration belongs to (a bot added to it, an account's channel).
+
+    Kept up to date from the provider's membership updates; `connected` marks the ones the
+    tenant chose to manage and post to.
+    """
+
+    __tablename__ = "channels"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "external_id"),
+        Index("ix_channels_tenant_id_id", "tenant_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    integration_id: Mapped[str] = mapped_column(ID, ForeignKey("integrations.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(191))
+    kind: Mapped[str] = mapped_column(String(20))  # channel | group
+    title: Mapped[str | None] = mapped_column(String(300))
+    username: Mapped[str | None] = mapped_column(String(100))
+    member_status: Mapped[str] = mapped_column(
+        String(20)
+    )  # creator|administrator|member|restricted|left|kicked
+    rights: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    can_post: Mapped[bool] = mapped_column(default=False)
+    connected: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Media(Base):

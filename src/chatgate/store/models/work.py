@@ -31,3 +31,18 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class Lease(Base):
+    """Exclusive ownership of a long-running task (a bot's long poll, a live account session).
+
+    One row per task; the owner renews `expires_at` with a heartbeat and another process may
+    take the task over only once it has expired.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(191), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column()
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)

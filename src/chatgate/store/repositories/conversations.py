@@ -81,7 +81,7 @@ class ConversationRepository(TenantScoped):
     async def upsert_conversation(
         self, integration_id: str, chat: ChatRef, contact_id: str | None, now: datetime
     ) -> tuple[Conversation, bool]:
-        conversation = await self._conversation_by_external(integration_id, chat.external_id)
+        conversation = await self.conversation_by_external(integration_id, chat.external_id)
         if conversation is None:
             conversation = Conversation(
                 id=new_id("cnv"),
@@ -94,18 +94,24 @@ class ConversationRepository(TenantScoped):
                 created_at=now,
             )
             stored = await self._insert_or_get(
-                conversation, lambda: self._conversation_by_external(integration_id, chat.external_id)
+                conversation, lambda: self.conversation_by_external(integration_id, chat.external_id)
             )
             return stored, stored is conversation
         if chat.title and chat.title != conversation.title:
             conversation.title = chat.title
         return conversation, False
 
-    async def _conversation_by_external(self, integration_id: str, external_id: str) -> Conversation | None:
+    async def conversation_by_external(self, integration_id: str, external_id: str) -> Conversation | None:
         query = self._select(Conversation).where(
             Conversation.integration_id == integration_id, Conversation.external_id == external_id
         )
         return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def move_conversation(self, conversation_id: str, external_id: str) -> None:
+        """The provider moved the chat to a new id (Telegram group → supergroup)."""
+        conversation = await self.get_conversation(conversation_id)
+        if await self.conversation_by_external(conversation.integration_id, external_id) is None:
+            conversation.external_id = external_id
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         return await self._get(Conversation, conversation_id, "conversation")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -68,6 +69,15 @@ class IntegrationRouting:
     async def by_provider_key(self, kind: str, provider_key: str) -> Integration | None:
         query = select(Integration).where(Integration.kind == kind, Integration.provider_key == provider_key)
         return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def of_kind(
+        self, kind: str, statuses: Sequence[str], *, after_id: str | None = None, limit: int = 500
+    ) -> list[Integration]:
+        """One page of every tenant's integrations of a kind, by id (for sweeps over all of them)."""
+        query = select(Integration).where(Integration.kind == kind, Integration.status.in_(list(statuses)))
+        if after_id is not None:
+            query = query.where(Integration.id > after_id)
+        return list((await self.session.execute(query.order_by(Integration.id).limit(limit))).scalars())
 
 
 __all__ = ["IntegrationRepository", "IntegrationRouting", "NotFound"]

@@ -1,0 +1,1 @@
+"""The Telegram Bot API provider: webhook Updates in, Bot API calls out."""
