@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from chatgate.domain.integrations import IntegrationKind
+from chatgate.store.repositories.channels import ChannelRepository
 from tests.conftest import Api, TenantHandle, unique
 from tests.webhook_helpers import eventually, message_payload, post_inbound, webhook_integration
 
@@ -23,11 +26,18 @@ PUBLIC = {
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/refresh"),
     ("POST", "/in/{kind}/{public_id}"),  # authenticated by the provider's signature (test_pipeline)
+    # Seed 000's token-in-URL Telegram webhook: the token and the secret header authenticate it.
+    ("POST", "/api/integrations/webhooks/telegram/{bot_token}/"),
 }
 
 # Bodies for mutating routes, valid enough to get past validation to the object lookup.
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/recover"): {"since": "2020-01-01T00:00:00Z"},
+    ("PATCH", "/v1/messages/{message_id}"): {"text": "changed"},
+    ("POST", "/v1/integrations/{integration_id}/button-answers"): {"callback_id": "cb-1"},
+    ("POST", "/api/integrations/telegram/bots/{bot_id}/send"): {"chat_id": 1, "text": "hi"},
+    ("POST", "/v1/channels/{channel_id}/messages"): {"text": "hi"},
+    ("POST", "/api/integrations/telegram/channels/{channel_id}/send"): {"text": "hi"},
 }
 
 
@@ -125,6 +135,34 @@ async def _delivery(api: Api, tenant: TenantHandle) -> str:
     return found
 
 
+async def _bot(api: Api, tenant: TenantHandle) -> str:
+    # A bot row as connect leaves it; connecting through the sandbox is covered in test_telegram_bots.
+    integration = await api.container.integrations.create(
+        tenant.id,
+        kind=IntegrationKind.TELEGRAM_BOT,
+        name="victim bot",
+        config={"bot_id": unique("b"), "username": "victim_bot", "mode": "auto"},
+        credentials={"bot_token": "1:TEST" + "x" * 30, "secret_token": "s" * 32},
+    )
+    return integration.id
+
+
+async def _channel(api: Api, tenant: TenantHandle) -> str:
+    bot_id = await _bot(api, tenant)
+    async with api.container.db.transaction() as session:
+        channel, _ = await ChannelRepository(session, tenant.id).upsert(
+            bot_id,
+            "-100123",
+            datetime.now(UTC),
+            kind="channel",
+            title="victim channel",
+            member_status="administrator",
+            can_post=True,
+            connected=True,
+        )
+    return channel.id
+
+
 OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "integration_id": _integration,
     "user_id": _user,
@@ -136,6 +174,8 @@ OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "media_id": _media,
     "endpoint_id": _endpoint,
     "delivery_id": _delivery,
+    "bot_id": _bot,
+    "channel_id": _channel,
 }
 
 
@@ -150,6 +190,8 @@ OBJECT_PATHS = {
     "media_id": "/v1/media/",
     "endpoint_id": "/v1/webhook-endpoints/",
     "delivery_id": "/v1/webhook-deliveries/",
+    "bot_id": "/api/integrations/telegram/bots/",
+    "channel_id": "/v1/channels/",
 }
 
 

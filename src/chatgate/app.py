@@ -19,6 +19,7 @@ from chatgate.api.routes import (
     api_keys,
     audit,
     auth,
+    channels,
     conversations,
     events,
     health,
@@ -27,6 +28,7 @@ from chatgate.api.routes import (
     media,
     messages,
     raw_events,
+    seed_telegram,
     stream,
     tenant,
     users,
@@ -102,6 +104,8 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         stream,
         audit,
         inbound,
+        channels,
+        seed_telegram,
     ):
         app.include_router(module.router)
 

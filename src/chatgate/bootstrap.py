@@ -19,7 +19,7 @@ from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock, system_clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.integrations import IntegrationKind
-from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics
+from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics, SendMetrics
 from chatgate.providers.http import ProviderHttp
 from chatgate.providers.registry import default_registry
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
@@ -269,6 +269,7 @@ class Container:
             self.clock,
             self.worker_id,
             max_attempts=s.send_max_attempts,
+            metrics=SendMetrics(self.registry),
             lease=lease,
         )
 

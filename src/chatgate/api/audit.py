@@ -14,7 +14,8 @@ from chatgate.domain.principal import Principal
 from chatgate.services.audit import AuditRecord, AuditService
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-UNAUDITED_PREFIXES = ("/in/", "/health", "/metrics")
+# Provider webhooks are not user actions (and seed 000's Telegram path carries the bot token).
+UNAUDITED_PREFIXES = ("/in/", "/api/integrations/webhooks/", "/health", "/metrics")
 
 
 class AuditMiddleware:

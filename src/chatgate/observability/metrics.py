@@ -68,3 +68,33 @@ class DeliveryMetrics:
         self.queue_depth = Gauge(
             "webhook_deliveries_open", "Deliveries waiting for a (re)try", ["endpoint"], registry=registry
         )
+
+
+# Seed 001's metric names keep its `type` label (account | bot | channel) for Telegram.
+_TELEGRAM_TYPES = {"telegram_bot": "bot", "telegram_user": "account", "telegram_channel": "channel"}
+
+
+class SendMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "messages_sent_total", "Messages the provider accepted", ["provider"], registry=registry
+        )
+        self.failed = Counter(
+            "messages_failed_total", "Messages that failed for good", ["provider", "code"], registry=registry
+        )
+        self.telegram_sent = Counter(
+            "telegram_messages_sent_total", "Telegram messages sent", ["type"], registry=registry
+        )
+        self.telegram_error = Counter(
+            "telegram_messages_error_total", "Telegram messages that failed", ["type"], registry=registry
+        )
+
+    def record_sent(self, provider: str) -> None:
+        self.sent.labels(provider).inc()
+        if provider in _TELEGRAM_TYPES:
+            self.telegram_sent.labels(_TELEGRAM_TYPES[provider]).inc()
+
+    def record_failed(self, provider: str, code: str) -> None:
+        self.failed.labels(provider, code[:40]).inc()
+        if provider in _TELEGRAM_TYPES:
+            self.telegram_error.labels(_TELEGRAM_TYPES[provider]).inc()

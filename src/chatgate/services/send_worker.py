@@ -26,6 +26,7 @@ from chatgate.domain.errors import (
 )
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.domain.messages import MessageStatus
+from chatgate.observability.metrics import SendMetrics
 from chatgate.providers.base import OutboundMessage, SendResult
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.ratelimit.base import RateLimiter
@@ -69,7 +70,9 @@ class SendWorker:
         *,
         lease: timedelta = timedelta(seconds=60),
         max_attempts: int = 8,
+        metrics: SendMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.db = db
         self.adapters = adapters
         self.integrations = integrations
@@ -216,6 +219,8 @@ class SendWorker:
             if not await JobStore(session).finish(job, self.worker_id, now):
                 raise LeaseLost
         await self.fanout.after_commit(pending)
+        if sent is not None and self.metrics is not None:
+            self.metrics.record_sent(provider)
 
     async def _fail(
         self,
@@ -247,6 +252,8 @@ class SendWorker:
             if not await JobStore(session).finish(job, self.worker_id, now, error=f"{code}: {reason}"[:2000]):
                 raise LeaseLost
         await self.fanout.after_commit(pending)
+        if self.metrics is not None:
+            self.metrics.record_failed(provider, code)
 
     async def _reschedule(self, job: Job, delay: float, error: str | None, *, count: bool) -> None:
         now = self.clock()

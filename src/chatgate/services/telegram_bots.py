@@ -24,7 +24,7 @@ from chatgate.domain.errors import (
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
 from chatgate.providers.telegram.botapi import BotApi
-from chatgate.services.integrations import IntegrationService
+from chatgate.services.integrations import IntegrationChanges, IntegrationService
 from chatgate.services.provider_context import ProviderContexts
 from chatgate.store.db import Database
 from chatgate.store.models import Integration
@@ -131,6 +131,32 @@ class TelegramBots:
             config={"bot_id": bot_id, "username": username, "first_name": me.get("first_name"), "mode": mode},
             credentials={"bot_token": token, "secret_token": secrets.token_urlsafe(32)},
             provider_key=bot_id,
+        )
+        return await self.apply_mode(integration)
+
+    async def reconnect(self, integration: Integration, token: str | None = None) -> Integration:
+        """Re-register with Telegram; with a new token (after a revoke) for the same bot."""
+        if token is not None:
+            token = token.strip()
+            if not TOKEN_SHAPE.match(token):
+                raise InvalidInput("this is not a Telegram bot token (expected the form 123456789:AbC…)")
+            self.integrations.redactor.register(token)
+            try:
+                me = await self._api(token).call("getMe")
+            except AuthRevoked:
+                raise InvalidInput("Telegram refused this bot token (401 Unauthorized)") from None
+            if str(me.get("id")) != str(integration.config.get("bot_id")):
+                raise InvalidInput(
+                    f"this token belongs to another bot (@{me.get('username')}); connect it as a new integration"
+                )
+            credentials = await self.integrations.credentials(integration)
+            await self.integrations.update(
+                integration.tenant_id,
+                integration.id,
+                IntegrationChanges(credentials={**credentials, "bot_token": token}),
+            )
+        integration = await self.integrations.set_status(
+            integration.tenant_id, integration.id, IntegrationStatus.PENDING, None
         )
         return await self.apply_mode(integration)
 

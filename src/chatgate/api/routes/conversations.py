@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import Field
 
-from chatgate.api.deps import ContainerDep, Reader
+from chatgate.api.deps import ContainerDep, Reader, Sender
 from chatgate.api.routes.messages import MessageOut, message_out
-from chatgate.api.schemas import Out, PageLimit, PageOut
+from chatgate.api.schemas import Out, PageLimit, PageOut, StrictBody
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 
@@ -106,3 +108,30 @@ async def list_contacts(
 @router.get("/contacts/{contact_id}", name="contacts.get", response_model=ContactOut)
 async def get_contact(contact_id: str, principal: Reader, container: ContainerDep) -> ContactOut:
     return ContactOut.model_validate(await container.conversations.contact(principal.tenant_id, contact_id))
+
+
+class ChatActionBody(StrictBody):
+    action: Literal[
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+    ] = Field("typing", description="What the other side sees (Telegram chat actions)")
+
+
+@router.post(
+    "/conversations/{conversation_id}/actions",
+    name="conversations.action",
+    status_code=204,
+    summary="Show a chat action such as 'typing…' (Telegram)",
+)
+async def chat_action(
+    conversation_id: str, body: ChatActionBody, principal: Sender, container: ContainerDep
+) -> Response:
+    await container.actions.chat_action(principal.tenant_id, conversation_id, body.action)
+    return Response(status_code=204)

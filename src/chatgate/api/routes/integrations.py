@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
-from chatgate.api.deps import ContainerDep, Manager, Reader
+from chatgate.api.deps import ContainerDep, Manager, Reader, Sender
 from chatgate.api.schemas import Out, PageLimit, PageOut, StrictBody
+from chatgate.domain.errors import InvalidInput
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
 from chatgate.services.integrations import IntegrationChanges
 from chatgate.store.models import Integration
@@ -52,6 +53,10 @@ class IntegrationOut(Out):
     counters: Counters
     last_error: str | None
     last_error_at: datetime | None
+    provider_status: dict[str, Any] = Field(
+        description="What the provider last reported (Telegram: mode, webhook_url, pending_update_count, "
+        "last_error_message, checked_at)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -62,7 +67,7 @@ class IntegrationOut(Out):
             kind=IntegrationKind(row.kind),
             name=row.name,
             public_id=row.public_id,
-            inbound_path=f"/in/{row.kind}/{row.public_id}",
+            inbound_path=inbound_path(row),
             status=IntegrationStatus(row.status),
             status_reason=row.status_reason,
             config=row.config,
@@ -74,9 +79,15 @@ class IntegrationOut(Out):
             ),
             last_error=row.last_error,
             last_error_at=row.last_error_at,
+            provider_status=row.provider_status or {},
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+def inbound_path(row: Integration) -> str:
+    short = {"telegram_bot": "telegram"}.get(row.kind, row.kind)
+    return f"/in/{short}/{row.public_id}"
 
 
 class IntegrationCreate(StrictBody):
@@ -120,9 +131,22 @@ async def list_integrations(
 async def create_integration(
     body: IntegrationCreate, principal: Manager, container: ContainerDep, request: Request
 ) -> IntegrationOut:
-    integration = await container.integrations.create(
-        principal.tenant_id, kind=body.kind, name=body.name, config=body.config, credentials=body.credentials
-    )
+    if body.kind == IntegrationKind.TELEGRAM_BOT:
+        # A bot is validated with getMe and its webhook registered; the token is all it needs.
+        token = body.credentials.get("bot_token")
+        if not token:
+            raise InvalidInput("a Telegram bot needs credentials.bot_token")
+        integration = await container.telegram_bots.connect(
+            principal.tenant_id, token, name=body.name, mode=str(body.config.get("mode") or "auto")
+        )
+    else:
+        integration = await container.integrations.create(
+            principal.tenant_id,
+            kind=body.kind,
+            name=body.name,
+            config=body.config,
+            credentials=body.credentials,
+        )
     request.state.audit_target = ("integration", integration.id)
     return IntegrationOut.of(integration)
 
@@ -146,5 +170,63 @@ async def update_integration(
 
 @router.delete("/{integration_id}", name="integrations.delete", status_code=204)
 async def delete_integration(integration_id: str, principal: Manager, container: ContainerDep) -> Response:
+    integration = await container.integrations.get(principal.tenant_id, integration_id)
+    if integration.kind == IntegrationKind.TELEGRAM_BOT:
+        await container.telegram_bots.disconnect(integration)
     await container.integrations.delete(principal.tenant_id, integration_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{integration_id}/check",
+    name="integrations.check",
+    response_model=IntegrationOut,
+    summary="Check the integration at the provider now and repair what is ours to repair",
+)
+async def check_integration(
+    integration_id: str, principal: Manager, container: ContainerDep
+) -> IntegrationOut:
+    integration = await container.integrations.get(principal.tenant_id, integration_id)
+    if integration.kind != IntegrationKind.TELEGRAM_BOT:
+        raise InvalidInput(f"{integration.kind} integrations have no provider health check yet")
+    return IntegrationOut.of(await container.telegram_bots.check(integration))
+
+
+class ReconnectBody(StrictBody):
+    bot_token: str | None = Field(None, max_length=200, description="Telegram: a new token for the same bot")
+
+
+@router.post(
+    "/{integration_id}/reconnect",
+    name="integrations.reconnect",
+    response_model=IntegrationOut,
+    summary="Reconnect: re-register the webhook (or polling), optionally with new credentials",
+)
+async def reconnect_integration(
+    integration_id: str, body: ReconnectBody, principal: Manager, container: ContainerDep
+) -> IntegrationOut:
+    integration = await container.integrations.get(principal.tenant_id, integration_id)
+    if integration.kind != IntegrationKind.TELEGRAM_BOT:
+        raise InvalidInput(f"{integration.kind} integrations cannot be reconnected this way yet")
+    return IntegrationOut.of(await container.telegram_bots.reconnect(integration, body.bot_token))
+
+
+class ButtonAnswer(StrictBody):
+    callback_id: str = Field(min_length=1, max_length=200, description="From the button.pressed event")
+    text: str | None = Field(None, max_length=200, description="A notification shown to the user")
+    show_alert: bool = False
+
+
+@router.post(
+    "/{integration_id}/button-answers",
+    name="integrations.answer_button",
+    status_code=204,
+    summary="Answer a button press (Telegram answerCallbackQuery)",
+)
+async def answer_button(
+    integration_id: str, body: ButtonAnswer, principal: Sender, container: ContainerDep
+) -> Response:
+    await container.actions.answer_button(
+        principal.tenant_id, integration_id, body.callback_id, body.text, body.show_alert
+    )
     return Response(status_code=204)

@@ -42,6 +42,13 @@ async def upload(
     return MediaOut.model_validate({**media.__dict__, "url": f"/v1/media/{media.id}"})
 
 
+def _file(content: bytes, mime_type: str | None, file_name: str | None) -> Response:
+    headers = {"Content-Length": str(len(content)), "X-Content-Type-Options": "nosniff"}
+    if file_name:
+        headers["Content-Disposition"] = f'attachment; filename="{file_name.replace(chr(34), "")}"'
+    return Response(content, media_type=mime_type or "application/octet-stream", headers=headers)
+
+
 @router.get(
     "/{media_id}",
     name="media.get",
@@ -55,12 +62,10 @@ async def upload(
 async def download(media_id: str, principal: Reader, container: ContainerDep) -> Response:
     media = await container.media.get(principal.tenant_id, media_id)
     if media.content is not None:
-        headers = {"Content-Length": str(len(media.content)), "X-Content-Type-Options": "nosniff"}
-        if media.file_name:
-            headers["Content-Disposition"] = f'attachment; filename="{media.file_name.replace(chr(34), "")}"'
-        return Response(
-            media.content, media_type=media.mime_type or "application/octet-stream", headers=headers
-        )
+        return _file(media.content, media.mime_type, media.file_name)
+    if media.provider_file_id:
+        fetched = await container.actions.fetch_media(principal.tenant_id, media)
+        return _file(fetched.content, fetched.mime_type, fetched.file_name)
     if media.source_url:
         return RedirectResponse(media.source_url, status_code=307)
     raise NotFound("this file is held by the provider and cannot be fetched through this integration yet")

@@ -44,6 +44,17 @@ class SendBody(StrictBody):
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10)
     reply_to_message_id: str | None = None
     buttons: list[list[Button]] = Field(default_factory=list, max_length=20, description="Rows of buttons")
+    parse_mode: Literal["HTML", "Markdown", "MarkdownV2"] | None = Field(
+        None, description="Telegram: how `text` is formatted"
+    )
+    template: dict[str, Any] | None = Field(
+        None,
+        description="WhatsApp: {name, language, components}; Twilio: {content_sid, variables}. "
+        "Needed outside the 24-hour customer-service window",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Other provider-specific options (e.g. a WhatsApp list menu)"
+    )
 
 
 class MessageOut(Out):
@@ -106,6 +117,7 @@ async def send_message(
         attachments=[a.model_dump(mode="json", exclude_none=True) for a in body.attachments],
         reply_to_message_id=body.reply_to_message_id,
         buttons=[[b.model_dump(mode="json", exclude_none=True) for b in row] for row in body.buttons],
+        options=send_options(body),
     )
     accepted = await container.sending.accept(principal.tenant_id, request, idempotency_key)
     if accepted.replayed:
@@ -116,3 +128,53 @@ async def send_message(
 @router.get("/{message_id}", name="messages.get", response_model=MessageOut)
 async def get_message(message_id: str, principal: Reader, container: ContainerDep) -> MessageOut:
     return message_out(await container.sending.get(principal.tenant_id, message_id))
+
+
+class EditBody(StrictBody):
+    text: str | None = Field(None, min_length=1, max_length=4096, description="The new text")
+    buttons: list[list[Button]] | None = Field(None, max_length=20, description="New rows of buttons")
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.text is None and self.buttons is None:
+            raise ValueError("give 'text', 'buttons' or both")
+        return self
+
+
+@router.patch(
+    "/{message_id}",
+    name="messages.edit",
+    response_model=MessageOut,
+    summary="Edit a sent message at the provider (Telegram)",
+)
+async def edit_message(
+    message_id: str, body: EditBody, principal: Sender, container: ContainerDep
+) -> MessageOut:
+    buttons = (
+        [[b.model_dump(mode="json", exclude_none=True) for b in row] for row in body.buttons]
+        if body.buttons is not None
+        else None
+    )
+    message = await container.actions.edit_message(
+        principal.tenant_id, message_id, text=body.text, buttons=buttons
+    )
+    return message_out(message)
+
+
+@router.delete(
+    "/{message_id}",
+    name="messages.delete",
+    response_model=MessageOut,
+    summary="Delete a sent message at the provider (Telegram)",
+)
+async def delete_message(message_id: str, principal: Sender, container: ContainerDep) -> MessageOut:
+    return message_out(await container.actions.delete_message(principal.tenant_id, message_id))
+
+
+def send_options(body: SendBody) -> dict[str, Any]:
+    options = dict(body.options)
+    if body.parse_mode:
+        options["parse_mode"] = body.parse_mode
+    if body.template:
+        options["template"] = body.template
+    return options
