@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any, *, lifespan: str = "off") -> AsyncIterator[str]:
+async def serve_asgi(app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> AsyncIterator[str]:
     """Yields the base URL (`http://127.0.0.1:PORT`); the server stops when the block ends."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning", access_log=False

@@ -28,6 +28,10 @@ PUBLIC = {
     ("POST", "/in/{kind}/{public_id}"),  # authenticated by the provider's signature (test_pipeline)
     # Seed 000's token-in-URL Telegram webhook: the token and the secret header authenticate it.
     ("POST", "/api/integrations/webhooks/telegram/{bot_token}/"),
+    ("GET", "/in/{kind}/{public_id}"),  # WhatsApp's subscription handshake (verify token)
+    ("GET", "/api/whatsapp/webhook"),  # seed 003's handshake
+    ("POST", "/api/whatsapp/webhook"),  # seed 003's inbound, signed
+    ("POST", "/api/integrations/webhooks/whatsapp/"),  # seed 000's Twilio inbound, signed
 }
 
 # Bodies for mutating routes, valid enough to get past validation to the object lookup.

@@ -105,7 +105,7 @@ def test_serve_bootstrap_and_rotate_keys_while_running(
 
     created = httpx.post(
         f"{base}/v1/integrations",
-        json={"kind": "telegram_bot", "name": "bot", "credentials": {"bot_token": BOT_TOKEN}},
+        json={"kind": "webhook", "name": "site", "credentials": {"outbound_secret": BOT_TOKEN}},
         headers=headers,
     )
     assert created.status_code == 201, created.text
@@ -117,7 +117,7 @@ def test_serve_bootstrap_and_rotate_keys_while_running(
     # The running server picks up the new key version for new secrets without a restart.
     second = httpx.post(
         f"{base}/v1/integrations",
-        json={"kind": "telegram_bot", "name": "bot 2", "credentials": {"bot_token": BOT_TOKEN + "x"}},
+        json={"kind": "webhook", "name": "site 2", "credentials": {"outbound_secret": BOT_TOKEN + "x"}},
         headers=headers,
     )
     assert second.status_code == 201

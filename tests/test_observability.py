@@ -50,7 +50,7 @@ async def test_logs_are_json_with_request_ids_and_never_carry_secrets(
     created = await sqlite_api.client.post(
         "/v1/integrations",
         json={
-            "kind": "telegram_bot",
+            "kind": "webhook",
             "name": "b",
             "credentials": {"bot_token": BOT_TOKEN, "extra": API_SECRET},
         },

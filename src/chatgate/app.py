@@ -29,6 +29,7 @@ from chatgate.api.routes import (
     messages,
     raw_events,
     seed_telegram,
+    seed_whatsapp,
     stream,
     tenant,
     users,
@@ -106,6 +107,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         inbound,
         channels,
         seed_telegram,
+        seed_whatsapp,
     ):
         app.include_router(module.router)
 

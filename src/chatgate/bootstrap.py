@@ -23,6 +23,8 @@ from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics, SendMetr
 from chatgate.providers.http import ProviderHttp
 from chatgate.providers.registry import default_registry
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
+from chatgate.providers.twilio.adapter import TwilioAdapter
+from chatgate.providers.whatsapp_cloud.adapter import WhatsAppCloudAdapter
 from chatgate.ratelimit.base import RateLimiter
 from chatgate.ratelimit.memory import MemoryRateLimiter
 from chatgate.ratelimit.pauses import BucketPauses, MemoryBucketPauses, RedisBucketPauses
@@ -60,6 +62,7 @@ from chatgate.services.telegram_polling import TelegramPoller
 from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
 from chatgate.services.webhook_fanout import WebhookFanoutHook
 from chatgate.services.webhooks import WebhookService
+from chatgate.services.whatsapp import WhatsAppIntegrations
 from chatgate.store import migrate
 from chatgate.store.db import Database
 from chatgate.store.repositories.leases import LeaseStore
@@ -223,6 +226,13 @@ class Container:
             max_bots=s.telegram_poll_max_bots,
         )
         self.channels = ChannelService(self.db, self.telegram_bots, self.clock)
+        cloud = self.adapters.get(IntegrationKind.WHATSAPP_CLOUD)
+        twilio = self.adapters.get(IntegrationKind.TWILIO)
+        assert isinstance(cloud, WhatsAppCloudAdapter)
+        assert isinstance(twilio, TwilioAdapter)
+        self.whatsapp = WhatsAppIntegrations(
+            self.db, self.integrations, self.contexts, cloud, twilio, self.clock
+        )
         self.feed = EventFeed(self.db, self.notifier)
         self.conversations = ConversationQueries(self.db, self.queue.publish, self.clock)
         lease = timedelta(seconds=s.job_lease_seconds)

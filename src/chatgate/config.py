@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     telegram_poll_scan_interval_seconds: float = Field(5.0, gt=0)
     telegram_poll_timeout_seconds: int = Field(25, ge=0, le=50)
     telegram_poll_max_bots: int = Field(500, ge=0)
+    whatsapp_seed_integration_id: str | None = Field(
+        None, description="The WhatsApp Cloud integration behind seed 003's /api/whatsapp/* endpoints"
+    )
     telegram_token_in_url_webhooks: bool = Field(
         False, description="Accept seed 000's /api/integrations/webhooks/telegram/{bot_token}/ path"
     )

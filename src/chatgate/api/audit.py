@@ -15,7 +15,7 @@ from chatgate.services.audit import AuditRecord, AuditService
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Provider webhooks are not user actions (and seed 000's Telegram path carries the bot token).
-UNAUDITED_PREFIXES = ("/in/", "/api/integrations/webhooks/", "/health", "/metrics")
+UNAUDITED_PREFIXES = ("/in/", "/api/integrations/webhooks/", "/api/whatsapp/webhook", "/health", "/metrics")
 
 
 class AuditMiddleware:

@@ -7,7 +7,9 @@ from chatgate.domain.errors import InvalidInput
 from chatgate.domain.integrations import IntegrationKind
 from chatgate.providers.base import ProviderAdapter
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
+from chatgate.providers.twilio.adapter import TwilioAdapter
 from chatgate.providers.webhook.adapter import WebhookAdapter
+from chatgate.providers.whatsapp_cloud.adapter import WhatsAppCloudAdapter
 from chatgate.ratelimit.policies import RatePolicies
 
 
@@ -39,5 +41,7 @@ def default_registry(
         [
             WebhookAdapter(),
             TelegramBotAdapter(settings.telegram_api_base, policies),
+            WhatsAppCloudAdapter(settings.graph_api_base, settings.graph_api_version),
+            TwilioAdapter(settings.twilio_api_base),
         ]
     )

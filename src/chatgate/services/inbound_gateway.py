@@ -13,11 +13,12 @@ from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ChatgateError, NotFound, Unauthenticated
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.observability.metrics import ApiMetrics
-from chatgate.providers.base import InboundRequest
+from chatgate.providers.base import InboundRequest, IntegrationRef
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.ingest import IngestWriter
 from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.provider_context import ProviderContexts
+from chatgate.store.repositories.integrations import IntegrationRouting
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class InboundGateway:
             self.metrics.inbound_rejected_total.labels(kind).inc()
             log.warning("inbound request for %s %s failed authentication", kind, integration.ref.id)
             raise
+        splitter = getattr(adapter, "split_by_phone_number", None)
+        if splitter is not None:
+            return await self._receive_split(kind, integration.ref, splitter(request.body), request)
         event_id = adapter.event_id(request)
         stored = await self.writer.submit(
             tenant_id=integration.ref.tenant_id,
@@ -73,6 +77,40 @@ class InboundGateway:
             body=request.body,
         )
         return InboundOutcome(200, {"ok": True, "duplicate": not stored})
+
+    async def _receive_split(
+        self, kind: str, receiver: IntegrationRef, parts: dict[str, bytes], request: InboundRequest
+    ) -> InboundOutcome:
+        """One app's webhook may carry several numbers' changes (WhatsApp Cloud): each part is
+        stored with the integration of its number, within the tenant that owns the app."""
+        adapter = self.adapters.get(kind)
+        own = str(receiver.config.get("phone_number_id") or "")
+        stored = duplicates = dropped = 0
+        for key, body in parts.items():
+            target_id = receiver.id
+            if key != own and ":" not in key:  # "waba:…" parts concern the account: keep them here
+                async with self.cache.db.sessions() as session:
+                    found = await IntegrationRouting(session).by_provider_key(kind, key)
+                if found is None or found.tenant_id != receiver.tenant_id:
+                    log.warning("inbound %s for unknown number %s dropped (via %s)", kind, key, receiver.id)
+                    dropped += 1
+                    continue
+                target_id = found.id
+            part = InboundRequest(request.method, request.url, request.headers, body, request.query)
+            new = await self.writer.submit(
+                tenant_id=receiver.tenant_id,
+                integration_id=target_id,
+                kind=kind,
+                provider_event_id=adapter.event_id(part),
+                headers=dict(request.headers),
+                body=body,
+            )
+            stored += int(new)
+            duplicates += int(not new)
+        return InboundOutcome(
+            200,
+            {"ok": True, "stored": stored, "duplicate": stored == 0 and duplicates > 0, "dropped": dropped},
+        )
 
 
 __all__ = ["ChatgateError", "InboundGateway", "InboundOutcome"]

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.clock import Clock
-from chatgate.domain.errors import Conflict, CryptoError, InvalidInput
+from chatgate.domain.errors import Conflict, CryptoError, InvalidInput, NotFound
 from chatgate.domain.events import EventType, IntegrationStatusData
 from chatgate.domain.ids import new_id, new_public_id
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus, can_transition
@@ -25,7 +25,7 @@ from chatgate.store.db import Database
 from chatgate.store.models import Integration
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.events import EventLog, NewEvent
-from chatgate.store.repositories.integrations import IntegrationRepository
+from chatgate.store.repositories.integrations import IntegrationRepository, IntegrationRouting
 from chatgate.store.repositories.sealed import integration_credentials_aad
 
 
@@ -100,6 +100,19 @@ class IntegrationService:
     async def get(self, tenant_id: str, integration_id: str) -> Integration:
         async with self.db.sessions() as session:
             return await IntegrationRepository(session, tenant_id).get(integration_id)
+
+    async def by_id_unscoped(self, integration_id: str) -> Integration:
+        """For operator-configured bindings (a seed endpoint bound to one integration)."""
+        async with self.db.sessions() as session:
+            row = await session.get(Integration, integration_id)
+        if row is None:
+            raise NotFound(f"integration '{integration_id}' does not exist")
+        return row
+
+    async def by_public_id(self, kind: str, public_id: str) -> Integration:
+        """Unscoped: the integration a provider's request addresses (NotFound otherwise)."""
+        async with self.db.sessions() as session:
+            return await IntegrationRouting(session).by_public_id(kind, public_id)
 
     async def list(
         self, tenant_id: str, *, cursor: str | None, limit: int, kind: str | None, status: str | None

@@ -21,6 +21,7 @@ from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.domain.messages import ConversationKind, Direction, MessageStatus
+from chatgate.domain.windows import has_window, window_problem
 from chatgate.services.fanout import Publish
 from chatgate.store.db import Database
 from chatgate.store.models import IdempotencyKey, Message
@@ -136,6 +137,11 @@ class SendService:
                     f"integration '{integration.id}' is {integration.status}: "
                     + ("re-enable it first" if integration.status == "disabled" else "reconnect it first")
                 )
+            if has_window(integration.kind, integration.config) and not request.options.get("template"):
+                # Refused here, before Meta or Twilio would refuse it (and charge nothing for it).
+                problem = window_problem(await conversations.last_inbound_at(conversation.id), now)
+                if problem is not None:
+                    raise InvalidInput(problem)
             reply_provider_id = None
             if request.reply_to_message_id:
                 target = await conversations.get_message(request.reply_to_message_id)

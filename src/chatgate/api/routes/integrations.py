@@ -139,6 +139,14 @@ async def create_integration(
         integration = await container.telegram_bots.connect(
             principal.tenant_id, token, name=body.name, mode=str(body.config.get("mode") or "auto")
         )
+    elif body.kind == IntegrationKind.WHATSAPP_CLOUD:
+        integration = await container.whatsapp.connect_cloud(
+            principal.tenant_id, body.name, body.config, body.credentials
+        )
+    elif body.kind == IntegrationKind.TWILIO:
+        integration = await container.whatsapp.connect_twilio(
+            principal.tenant_id, body.name, body.config, body.credentials
+        )
     else:
         integration = await container.integrations.create(
             principal.tenant_id,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
+from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
@@ -145,6 +146,16 @@ class ConversationRepository(TenantScoped):
             Message.integration_id == integration_id, Message.provider_message_id.in_(provider_ids)
         )
         return list((await self.session.execute(query)).scalars())
+
+    async def last_inbound_at(self, conversation_id: str) -> datetime | None:
+        value: datetime | None = await self.session.scalar(
+            select(func.max(Message.created_at)).where(
+                Message.tenant_id == self.tenant_id,
+                Message.conversation_id == conversation_id,
+                Message.direction == Direction.INBOUND.value,
+            )
+        )
+        return value
 
     async def add_message(self, message: Message) -> Message:
         self.session.add(message)
