@@ -160,3 +160,78 @@ def test_worker_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_demo_mode_connects_a_sandbox_bot_and_receives_its_messages(tmp_path: Path) -> None:
+    """`serve --demo` runs the provider sandboxes beside the API: a bot made in the sandbox
+    connects (polling mode: no public URL) and a message to it reaches the conversations API."""
+    port, sandbox_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatgate",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(sandbox_port),
+        ],
+        env=env_for(
+            tmp_path,
+            CHATGATE_TELEGRAM_POLL_SCAN_INTERVAL_SECONDS="0.2",
+            CHATGATE_TELEGRAM_POLL_TIMEOUT_SECONDS="1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base, telegram = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        boot = chatgate(tmp_path, "bootstrap", "--email", "demo@example.com")
+        key = re.search(r"API key  (cgk_\S+)", boot.stdout)
+        assert key is not None, boot.stdout + boot.stderr
+        headers = {"X-API-Key": key.group(1)}
+        bot = httpx.post(f"{telegram}/sandbox/bots", json={"username": "demo_bot"}).json()
+        created = httpx.post(
+            f"{base}/v1/integrations",
+            json={"kind": "telegram_bot", "name": "demo", "credentials": {"bot_token": bot["token"]}},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] == "active"
+        assert created.json()["provider_status"]["mode"] == "polling"
+        update = {
+            "message": {
+                "message_id": 1,
+                "date": 1_700_000_000,
+                "chat": {"id": 4242, "type": "private", "first_name": "Ann"},
+                "from": {"id": 4242, "is_bot": False, "first_name": "Ann"},
+                "text": "hello from the sandbox",
+            }
+        }
+        assert httpx.post(f"{telegram}/sandbox/bots/{bot['id']}/updates", json=update).status_code == 201
+        texts: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "hello from the sandbox" not in texts:
+            conversations = httpx.get(f"{base}/v1/conversations", headers=headers).json()["data"]
+            for conversation in conversations:
+                page = httpx.get(f"{base}/v1/conversations/{conversation['id']}/messages", headers=headers)
+                texts += [m["text"] for m in page.json()["data"]]
+            time.sleep(0.3)
+        assert "hello from the sandbox" in texts
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

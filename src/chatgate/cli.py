@@ -47,6 +47,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     configure_logging(settings.log_level, json_output=settings.log_json)
+    if args.demo:
+        from chatgate.sandbox.runner import start_in_background
+
+        sandboxes = start_in_background("127.0.0.1", args.sandbox_port)
+        settings = settings.model_copy(update=sandboxes.settings())
+        print(
+            f"demo mode: provider sandboxes on {sandboxes.telegram} (Telegram), {sandboxes.graph} (Graph), "
+            f"{sandboxes.twilio} (Twilio); no real provider is called",
+            file=sys.stderr,
+        )
     container = Container(settings)
     app = create_app(container)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only for display
@@ -62,6 +72,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,  # open streams and long polls must not hold shutdown forever
     )
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from chatgate.sandbox.runner import serve_sandboxes, urls
+
+    found = urls(args.host, args.port)
+    print(
+        "provider sandboxes (simulated APIs, state in memory):\n"
+        + "\n".join(f"  CHATGATE_{k.upper()}={v}" for k, v in found.settings().items()),
+        file=sys.stderr,
+        flush=True,
+    )
+    asyncio.run(serve_sandboxes(args.host, args.port))
     return 0
 
 
@@ -189,7 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API (and in-process workers) on one port")
     serve.add_argument("--host", help="address to listen on (default CHATGATE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default CHATGATE_PORT or 8000)")
+    serve.add_argument(
+        "--demo", action="store_true", help="also run the provider sandboxes and point chatgate at them"
+    )
+    serve.add_argument("--sandbox-port", type=int, default=8900, help="first sandbox port in demo mode")
     serve.set_defaults(func=cmd_serve)
+
+    sandbox = sub.add_parser("sandbox", help="run the provider sandboxes (Telegram, Graph, Twilio)")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8900, help="Telegram; Graph and Twilio on the next two")
+    sandbox.set_defaults(func=cmd_sandbox)
 
     sub.add_parser("worker", help="run background workers only").set_defaults(func=cmd_worker)
 
