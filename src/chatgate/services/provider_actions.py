@@ -107,3 +107,17 @@ class ProviderActions:
         return FetchedMedia(
             fetched.content, media.mime_type or fetched.mime_type, media.file_name or fetched.file_name
         )
+
+    async def mark_read(self, tenant_id: str, message_id: str) -> Message:
+        """Tell the provider we read a received message (WhatsApp's blue ticks)."""
+        async with self.db.sessions() as session:
+            message = await ConversationRepository(session, tenant_id).get_message(message_id)
+            integration = await IntegrationRepository(session, tenant_id).get(message.integration_id)
+        if message.direction != Direction.INBOUND or not message.provider_message_id:
+            raise InvalidInput("only received messages can be marked as read")
+        adapter = self.adapters.get(integration.kind)
+        mark = getattr(adapter, "mark_read", None)
+        if mark is None:
+            raise InvalidInput(f"{integration.kind} integrations cannot mark messages as read")
+        await mark(message.provider_message_id, await self.contexts.for_integration(integration))
+        return message

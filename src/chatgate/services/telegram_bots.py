@@ -97,16 +97,19 @@ class TelegramBots:
 
     # --- connect ----------------------------------------------------------------------------
 
+    def check_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
+        if mode == "webhook" and not self.public_base_url:
+            raise InvalidInput("webhook mode needs CHATGATE_PUBLIC_BASE_URL (the URL Telegram can reach)")
+
     async def connect(
         self, tenant_id: str, token: str, *, name: str | None = None, mode: str = "auto"
     ) -> Integration:
         token = token.strip()
         if not TOKEN_SHAPE.match(token):
             raise InvalidInput("this is not a Telegram bot token (expected the form 123456789:AbC…)")
-        if mode not in MODES:
-            raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
-        if mode == "webhook" and not self.public_base_url:
-            raise InvalidInput("webhook mode needs CHATGATE_PUBLIC_BASE_URL (the URL Telegram can reach)")
+        self.check_mode(mode)
         self.integrations.redactor.register(token)
         try:
             me = await self._api(token).call("getMe")

@@ -168,12 +168,24 @@ async def get_integration(integration_id: str, principal: Reader, container: Con
 async def update_integration(
     integration_id: str, body: IntegrationPatch, principal: Manager, container: ContainerDep
 ) -> IntegrationOut:
+    current = await container.integrations.get(principal.tenant_id, integration_id)
+    config = body.config
+    if current.kind == IntegrationKind.TELEGRAM_BOT and config is not None:
+        # The bot's identity stays; only settings such as `mode` change.
+        config = {**current.config, **config, "bot_id": current.config.get("bot_id")}
+        container.telegram_bots.check_mode(str(config.get("mode") or "auto"))
     changes = IntegrationChanges(
-        name=body.name, config=body.config, credentials=body.credentials, enabled=body.enabled
+        name=body.name, config=config, credentials=body.credentials, enabled=body.enabled
     )
-    return IntegrationOut.of(
-        await container.integrations.update(principal.tenant_id, integration_id, changes)
-    )
+    updated = await container.integrations.update(principal.tenant_id, integration_id, changes)
+    if (
+        updated.kind == IntegrationKind.TELEGRAM_BOT
+        and config is not None
+        and config.get("mode") != current.config.get("mode")
+        and updated.status not in (IntegrationStatus.DISABLED, IntegrationStatus.NEEDS_REAUTH)
+    ):
+        updated = await container.telegram_bots.reconnect(updated)  # setWebhook or deleteWebhook now
+    return IntegrationOut.of(updated)
 
 
 @router.delete("/{integration_id}", name="integrations.delete", status_code=204)

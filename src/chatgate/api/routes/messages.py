@@ -171,6 +171,16 @@ async def delete_message(message_id: str, principal: Sender, container: Containe
     return message_out(await container.actions.delete_message(principal.tenant_id, message_id))
 
 
+@router.post(
+    "/{message_id}/read",
+    name="messages.mark_read",
+    response_model=MessageOut,
+    summary="Mark a received message as read at the provider (WhatsApp)",
+)
+async def mark_read(message_id: str, principal: Sender, container: ContainerDep) -> MessageOut:
+    return message_out(await container.actions.mark_read(principal.tenant_id, message_id))
+
+
 def send_options(body: SendBody) -> dict[str, Any]:
     options = dict(body.options)
     if body.parse_mode:
