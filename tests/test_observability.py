@@ -82,3 +82,17 @@ async def test_logs_are_json_with_request_ids_and_never_carry_secrets(
     assert access[-1]["request_id"]
     assert access[-1]["status"] == 200
     assert {"@timestamp", "level", "logger", "message"} <= set(lines[0])
+
+
+def test_redactor_scales_to_thousands_of_secrets_and_prefers_the_longest() -> None:
+    from chatgate.security.redaction import MASK, Redactor
+
+    redactor = Redactor(max_secrets=3000)
+    secrets_ = [f"sec-{i:05d}-{'x' * (i % 7)}-tail" for i in range(4000)]
+    redactor.register(*secrets_)
+    redactor.register("abcdef", "abcdefghij")  # same prefix: the longer one must win
+    assert redactor.redact("key=abcdefghij!") == f"key={MASK}!"
+    assert redactor.redact(f"a {secrets_[3999]} b {secrets_[1500]}") == f"a {MASK} b {MASK}"
+    # The oldest were evicted past max_secrets (and nothing else broke).
+    assert redactor.redact(secrets_[0]) == secrets_[0]
+    assert redactor.redact("nothing secret here") == "nothing secret here"

@@ -25,34 +25,62 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 
 class Redactor:
+    """Known secrets are found by a 6-character prefix index, not one big alternation: with
+    thousands of integrations (a token and a webhook secret each) a regex alternation is
+    scanned branch by branch for every log line, and rebuilt whenever a secret is added."""
+
+    _PREFIX = 6
+
     def __init__(self, max_secrets: int = 50_000) -> None:
         self._secrets: OrderedDict[str, None] = OrderedDict()
         self._max = max_secrets
         self._lock = threading.Lock()
-        self._compiled: re.Pattern[str] | None = None
+        self._by_prefix: dict[str, list[str]] = {}
 
     def register(self, *values: str | None) -> None:
         with self._lock:
             for value in values:
-                if value and len(value) >= 6:
-                    self._secrets[value] = None
+                if not value or len(value) < self._PREFIX:
+                    continue
+                if value in self._secrets:
                     self._secrets.move_to_end(value)
+                    continue
+                self._secrets[value] = None
+                candidates = self._by_prefix.setdefault(value[: self._PREFIX], [])
+                candidates.append(value)
+                candidates.sort(key=len, reverse=True)  # the longest match wins
             while len(self._secrets) > self._max:
-                self._secrets.popitem(last=False)
-            self._compiled = None
+                evicted, _ = self._secrets.popitem(last=False)
+                candidates = self._by_prefix.get(evicted[: self._PREFIX], [])
+                if evicted in candidates:
+                    candidates.remove(evicted)
+                if not candidates:
+                    self._by_prefix.pop(evicted[: self._PREFIX], None)
 
-    def _known_pattern(self) -> re.Pattern[str] | None:
-        # One alternation, longest first, rebuilt only after a new secret is registered.
-        with self._lock:
-            if self._compiled is None and self._secrets:
-                ordered = sorted(self._secrets, key=len, reverse=True)
-                self._compiled = re.compile("|".join(re.escape(s) for s in ordered))
-            return self._compiled
+    def _redact_known(self, text: str) -> str:
+        index = self._by_prefix  # lists are only appended to or trimmed under the lock
+        if not index:
+            return text
+        parts: list[str] = []
+        start = position = 0
+        last = len(text) - self._PREFIX
+        while position <= last:
+            candidates = index.get(text[position : position + self._PREFIX])
+            if candidates:
+                match = next((c for c in candidates if text.startswith(c, position)), None)
+                if match is not None:
+                    parts += [text[start:position], MASK]
+                    position += len(match)
+                    start = position
+                    continue
+            position += 1
+        if not parts:
+            return text
+        parts.append(text[start:])
+        return "".join(parts)
 
     def redact(self, text: str) -> str:
-        known = self._known_pattern()
-        if known is not None:
-            text = known.sub(MASK, text)
+        text = self._redact_known(text)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
