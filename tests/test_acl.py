@@ -42,6 +42,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/integrations/telegram/bots/{bot_id}/send"): {"chat_id": 1, "text": "hi"},
     ("POST", "/v1/channels/{channel_id}/messages"): {"text": "hi"},
     ("POST", "/api/integrations/telegram/channels/{channel_id}/send"): {"text": "hi"},
+    ("PUT", "/v1/projects/{project_id}"): {"telegram_send_integration_id": None},
 }
 
 
@@ -167,6 +168,11 @@ async def _channel(api: Api, tenant: TenantHandle) -> str:
     return channel.id
 
 
+async def _project(api: Api, tenant: TenantHandle) -> str:
+    project = await api.container.projects.bind(tenant.id, unique("org"))
+    return project.project_id
+
+
 OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "integration_id": _integration,
     "user_id": _user,
@@ -180,6 +186,7 @@ OBJECT_FACTORIES: dict[str, Callable[[Api, TenantHandle], Awaitable[str]]] = {
     "delivery_id": _delivery,
     "bot_id": _bot,
     "channel_id": _channel,
+    "project_id": _project,
 }
 
 
@@ -196,6 +203,7 @@ OBJECT_PATHS = {
     "delivery_id": "/v1/webhook-deliveries/",
     "bot_id": "/api/integrations/telegram/bots/",
     "channel_id": "/v1/channels/",
+    "project_id": "/v1/projects/",
 }
 
 

@@ -28,6 +28,7 @@ from chatgate.api.routes import (
     media,
     messages,
     raw_events,
+    seed_lovable,
     seed_telegram,
     seed_whatsapp,
     stream,
@@ -108,6 +109,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         channels,
         seed_telegram,
         seed_whatsapp,
+        seed_lovable,
     ):
         app.include_router(module.router)
 

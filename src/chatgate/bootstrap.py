@@ -53,6 +53,7 @@ from chatgate.services.key_rotation import KeyRotationService
 from chatgate.services.maintenance import Maintenance
 from chatgate.services.media import MediaService
 from chatgate.services.notifier_redis import RedisEventBridge
+from chatgate.services.projects import ProjectService
 from chatgate.services.provider_actions import ProviderActions
 from chatgate.services.provider_context import ProviderContexts
 from chatgate.services.send_worker import SendWorker
@@ -226,6 +227,7 @@ class Container:
             max_bots=s.telegram_poll_max_bots,
         )
         self.channels = ChannelService(self.db, self.telegram_bots, self.clock)
+        self.projects = ProjectService(self.db, self.clock)
         cloud = self.adapters.get(IntegrationKind.WHATSAPP_CLOUD)
         twilio = self.adapters.get(IntegrationKind.TWILIO)
         assert isinstance(cloud, WhatsAppCloudAdapter)

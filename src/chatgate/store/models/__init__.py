@@ -1,6 +1,6 @@
 """SQLAlchemy models. Every tenant-owned row carries `tenant_id`; repositories scope by it."""
 
-from chatgate.store.models.access import ApiKey, AuditEntry, Integration, RefreshToken, Tenant, User
+from chatgate.store.models.access import ApiKey, AuditEntry, Integration, Project, RefreshToken, Tenant, User
 from chatgate.store.models.base import ID, Base
 from chatgate.store.models.messaging import (
     Channel,
@@ -31,6 +31,7 @@ __all__ = [
     "Lease",
     "Media",
     "Message",
+    "Project",
     "RawEvent",
     "RefreshToken",
     "Tenant",

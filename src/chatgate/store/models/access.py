@@ -101,6 +101,24 @@ class Integration(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Project(Base):
+    """An external application's id for a tenant (seed 002's `project_id` = its organization).
+
+    Bound to one tenant on first use, so another tenant can never address it; it also holds the
+    tenant's choice of which integration Telegram sends go through.
+    """
+
+    __tablename__ = "projects"
+
+    project_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    # None: send as the Telegram account named in the request; else this integration (a bot,
+    # an account, or a webhook integration that forwards to an external provider URL).
+    telegram_send_integration_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_tenant_id_id", "tenant_id", "id"),)

@@ -148,8 +148,10 @@ class ConversationRepository(TenantScoped):
         return list((await self.session.execute(query)).scalars())
 
     async def last_inbound_at(self, conversation_id: str) -> datetime | None:
+        """When the customer last wrote: the provider's timestamp when it gave one (a webhook
+        delivered late must not reopen WhatsApp's 24-hour window), else when we stored it."""
         value: datetime | None = await self.session.scalar(
-            select(func.max(Message.created_at)).where(
+            select(func.max(func.coalesce(Message.sent_at, Message.created_at))).where(
                 Message.tenant_id == self.tenant_id,
                 Message.conversation_id == conversation_id,
                 Message.direction == Direction.INBOUND.value,
