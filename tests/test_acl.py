@@ -43,6 +43,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/channels/{channel_id}/messages"): {"text": "hi"},
     ("POST", "/api/integrations/telegram/channels/{channel_id}/send"): {"text": "hi"},
     ("PUT", "/v1/projects/{project_id}"): {"telegram_send_integration_id": None},
+    ("POST", "/v1/telegram/accounts/{integration_id}/code"): {"code": "12345"},
+    ("POST", "/v1/telegram/accounts/{integration_id}/password"): {"password": "x"},
 }
 
 

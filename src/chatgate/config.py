@@ -135,6 +135,17 @@ class Settings(BaseSettings):
     telegram_poll_scan_interval_seconds: float = Field(5.0, gt=0)
     telegram_poll_timeout_seconds: int = Field(25, ge=0, le=50)
     telegram_poll_max_bots: int = Field(500, ge=0)
+    # --- Telegram user accounts (MTProto) ----------------------------------------------------
+    telegram_api_id: int | None = Field(None, description="Your app's api_id from my.telegram.org")
+    telegram_api_hash: SecretStr | None = None
+    telegram_mtproto_dc: str | None = Field(
+        None, description="'DC_ID,IP,PORT' where new sessions start (Telegram's test DC, another server)"
+    )
+    telegram_rsa_public_key: str | None = Field(None, description="The server's RSA public key (PEM)")
+    telegram_test_mode: bool = False
+    telegram_account_lease_seconds: float = Field(20.0, ge=3, le=120)
+    telegram_account_scan_interval_seconds: float = Field(5.0, gt=0)
+    telegram_qr_login_minutes: float = Field(5.0, gt=0, le=60)
     whatsapp_seed_integration_id: str | None = Field(
         None, description="The WhatsApp Cloud integration behind seed 003's /api/whatsapp/* endpoints"
     )

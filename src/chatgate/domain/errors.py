@@ -102,6 +102,12 @@ class ProviderRateLimited(TransientProviderError):
         self.retry_after = retry_after
 
 
+class RunsElsewhere(TransientProviderError):
+    """The provider session this needs is live in another worker (a Telegram account)."""
+
+    code = "runs_elsewhere"
+
+
 class PermanentProviderError(ProviderError):
     """Retrying will not help (bad recipient, rejected content, revoked credentials)."""
 

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     BUTTON_PRESSED = "button.pressed"
     MESSAGE_REACTION = "message.reaction"
     CHANNEL_UPDATED = "channel.updated"
+    ACCOUNT_LOGIN = "account.login"
 
 
 class _Payload(BaseModel):
@@ -162,6 +163,23 @@ class ChannelData(_Payload):
     connected: bool
 
 
+class AccountLoginData(_Payload):
+    integration_id: str
+    provider: str
+    state: str = Field(
+        description="code_sent, password_needed, qr_pending, active, failed (each step of a login)"
+    )
+    phone: str | None = None
+    code_type: str | None = Field(None, description="How Telegram sent the code: app, sms, call…")
+    next_type: str | None = Field(None, description="How a resend would deliver it")
+    timeout: int | None = Field(None, description="Seconds before a resend is allowed")
+    password_hint: str | None = None
+    qr_url: str | None = Field(None, description="tg://login?token=… to show as a QR code")
+    qr_expires_at: datetime | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.MESSAGE_RECEIVED: MessageData,
     EventType.MESSAGE_EDITED: MessageData,
@@ -174,6 +192,7 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.BUTTON_PRESSED: ButtonPressedData,
     EventType.MESSAGE_REACTION: ReactionData,
     EventType.CHANNEL_UPDATED: ChannelData,
+    EventType.ACCOUNT_LOGIN: AccountLoginData,
 }
 
 

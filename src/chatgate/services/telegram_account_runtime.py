@@ -1,0 +1,238 @@
+"""Live Telegram accounts: each runs in exactly one worker, held by a lease with a heartbeat.
+
+Two clients on one session at once make Telegram kill it (AuthKeyDuplicated), so a worker starts
+an account only after taking its lease, renews the lease every third of its lifetime, and drops
+the client the moment a renewal fails. A dead worker's lease expires and another worker takes the
+account over within lease + scan interval. Updates are stored as raw events (dedupe key per
+update) before anything else, so a takeover neither loses nor duplicates a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from chatgate.domain.channels import channel_kind
+from chatgate.domain.clock import Clock
+from chatgate.domain.errors import AuthRevoked, ChatgateError, NotFound
+from chatgate.domain.inbound import ProviderEvent
+from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
+from chatgate.providers.telegram_user.client import AccountClient, RawAccountUpdate
+from chatgate.providers.telegram_user.live import LiveAccounts
+from chatgate.services.account_clients import AccountClientFactory, AccountSpec
+from chatgate.services.ingest import IngestWriter
+from chatgate.services.integrations import IntegrationService
+from chatgate.services.telegram_accounts import SESSION, lease_name
+from chatgate.store.db import Database
+from chatgate.store.models import Integration
+from chatgate.store.repositories.channels import ChannelRepository
+from chatgate.store.repositories.integrations import IntegrationRepository, IntegrationRouting
+from chatgate.store.repositories.leases import LeaseStore
+
+log = logging.getLogger(__name__)
+
+SYNC_EVERY_BEATS = 90  # dialogs and channels re-read about every half hour (20 s leases)
+
+
+class AccountRuntime:
+    def __init__(
+        self,
+        db: Database,
+        integrations: IntegrationService,
+        clients: AccountClientFactory,
+        leases: LeaseStore,
+        ingest: IngestWriter,
+        live: LiveAccounts,
+        clock: Clock,
+        owner: str,
+        *,
+        lease_seconds: float = 20.0,
+        scan_interval: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.integrations = integrations
+        self.clients = clients
+        self.leases = leases
+        self.ingest = ingest
+        self.live = live
+        self.clock = clock
+        self.owner = owner
+        self.lease_ttl = timedelta(seconds=lease_seconds)
+        self.scan_interval = scan_interval
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._abandoned = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    await self.scan()
+                except Exception:
+                    log.exception("scanning for Telegram accounts failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.scan_interval)
+        finally:
+            await self.stop_all()
+
+    async def scan(self) -> None:
+        for integration_id, task in list(self._tasks.items()):
+            if task.done():
+                del self._tasks[integration_id]
+        after: str | None = None
+        while True:
+            async with self.db.sessions() as session:
+                page = await IntegrationRouting(session).of_kind(
+                    IntegrationKind.TELEGRAM_USER, ["active"], after_id=after
+                )
+            if not page:
+                return
+            for integration in page:
+                if integration.id in self._tasks:
+                    continue
+                if await self.leases.acquire(
+                    lease_name(integration.id), self.owner, self.clock(), self.lease_ttl
+                ):
+                    self._tasks[integration.id] = asyncio.create_task(
+                        self._run_account(integration), name=f"telegram-account-{integration.id}"
+                    )
+            after = page[-1].id
+
+    async def stop_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def abandon(self) -> None:
+        """Stop every account WITHOUT releasing leases or logging out: what a killed process
+        leaves behind (used to prove takeovers)."""
+        self._abandoned = True
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self.live.clients.clear()
+
+    async def _run_account(self, integration: Integration) -> None:
+        name = lease_name(integration.id)
+        client: AccountClient | None = None
+        try:
+            credentials = await self.integrations.credentials(integration)
+            api_id = credentials.get("api_id")
+            client = self.clients(
+                AccountSpec(
+                    session=credentials.get(SESSION),
+                    api_id=int(api_id) if api_id else None,
+                    api_hash=credentials.get("api_hash") or None,
+                )
+            )
+            client.on_event(self._handler(integration))
+            await client.connect()
+            if not await client.is_authorized():
+                await self._needs_reauth(
+                    integration, "Telegram no longer accepts this account's session: log in again"
+                )
+                return
+            self.live.clients[integration.id] = client
+            log.info("account %s is live in %s", integration.id, self.owner)
+            await self._sync(integration, client)
+            beats = 0
+            while True:
+                await asyncio.sleep(self.lease_ttl.total_seconds() / 3)
+                if not await self.leases.acquire(name, self.owner, self.clock(), self.lease_ttl):
+                    log.warning("lost the lease of account %s: stopping it here", integration.id)
+                    return
+                if not await self._still_active(integration):
+                    return
+                await client.get_me()  # a heartbeat to Telegram too: a revoked session shows here
+                beats += 1
+                if beats % SYNC_EVERY_BEATS == 0:
+                    await self._sync(integration, client)
+        except AuthRevoked as exc:
+            await self._needs_reauth(integration, exc.message)
+        except ChatgateError as exc:
+            log.warning("account %s stopped: %s", integration.id, exc.message)
+        finally:
+            self.live.clients.pop(integration.id, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+            if not self._abandoned:  # a graceful stop hands the account over at once
+                await self.leases.release(name, self.owner)
+
+    async def _sync(self, integration: Integration, client: AccountClient) -> None:
+        """Dialogs and administered channels, copied where any API process can read them (only
+        the owning worker may talk to Telegram with this session)."""
+        try:
+            dialogs = await client.dialogs(limit=100)
+            channels = await client.admin_channels()
+        except ChatgateError as exc:
+            log.info("syncing dialogs of account %s failed: %s", integration.id, exc.message)
+            return
+        now = self.clock()
+        async with self.db.transaction() as session:
+            row = await IntegrationRepository(session, integration.tenant_id).get(integration.id)
+            row.provider_status = {
+                **row.provider_status,
+                "dialogs": [
+                    {
+                        "id": str(d.id),
+                        "kind": d.kind.value,
+                        "title": d.title,
+                        "username": d.username,
+                        "unread_count": d.unread_count,
+                        "is_admin": d.is_admin,
+                        "can_post": d.can_post,
+                    }
+                    for d in dialogs
+                ],
+                "dialogs_synced_at": now.isoformat(),
+                "live_in": self.owner,
+            }
+            repo = ChannelRepository(session, integration.tenant_id)
+            for channel in channels:
+                await repo.upsert(
+                    integration.id,
+                    str(channel.id),
+                    now,
+                    kind=channel_kind(channel.kind),
+                    title=channel.title,
+                    username=channel.username,
+                    member_status="administrator",
+                    rights={f"can_{r}": True for r in channel.admin_rights},
+                    can_post=channel.can_post,
+                )
+
+    def _handler(self, integration: Integration) -> Any:
+        async def handle(update: RawAccountUpdate, _: list[ProviderEvent]) -> None:
+            # Stored first (deduplicated by the update's key); parsed by the inbound worker.
+            await self.ingest.submit(
+                tenant_id=integration.tenant_id,
+                integration_id=integration.id,
+                kind=IntegrationKind.TELEGRAM_USER.value,
+                provider_event_id=update.key[:191],
+                headers={},
+                body=json.dumps(update.payload, separators=(",", ":"), default=str).encode(),
+            )
+
+        return handle
+
+    async def _still_active(self, integration: Integration) -> bool:
+        try:
+            async with self.db.sessions() as session:
+                current = await IntegrationRouting(session).by_public_id(
+                    integration.kind, integration.public_id
+                )
+        except NotFound:
+            return False
+        return current.status == IntegrationStatus.ACTIVE
+
+    async def _needs_reauth(self, integration: Integration, reason: str) -> None:
+        with contextlib.suppress(ChatgateError):
+            await self.integrations.set_status(
+                integration.tenant_id, integration.id, IntegrationStatus.NEEDS_REAUTH, reason
+            )
