@@ -32,6 +32,7 @@ from chatgate.api.routes import (
     seed_telegram,
     seed_whatsapp,
     stream,
+    telegram_accounts,
     tenant,
     users,
     webhooks,
@@ -110,6 +111,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         seed_telegram,
         seed_whatsapp,
         seed_lovable,
+        telegram_accounts,
     ):
         app.include_router(module.router)
 

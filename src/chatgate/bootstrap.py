@@ -23,6 +23,7 @@ from chatgate.observability.metrics import ApiMetrics, DeliveryMetrics, SendMetr
 from chatgate.providers.http import ProviderHttp
 from chatgate.providers.registry import default_registry
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
+from chatgate.providers.telegram_user.live import LiveAccounts
 from chatgate.providers.twilio.adapter import TwilioAdapter
 from chatgate.providers.whatsapp_cloud.adapter import WhatsAppCloudAdapter
 from chatgate.ratelimit.base import RateLimiter
@@ -37,6 +38,7 @@ from chatgate.security.keyring.local import KeyFile, LocalKeyProvider
 from chatgate.security.redaction import REDACTOR, Redactor
 from chatgate.security.tokens import TokenIssuer
 from chatgate.services.access import AccessService
+from chatgate.services.account_clients import AccountClientFactory, telethon_factory
 from chatgate.services.audit import AuditService
 from chatgate.services.auth import AuthService
 from chatgate.services.channels import ChannelService
@@ -58,6 +60,8 @@ from chatgate.services.provider_actions import ProviderActions
 from chatgate.services.provider_context import ProviderContexts
 from chatgate.services.send_worker import SendWorker
 from chatgate.services.sending import SendService
+from chatgate.services.telegram_account_runtime import AccountRuntime
+from chatgate.services.telegram_accounts import TelegramAccounts
 from chatgate.services.telegram_bots import TelegramBots
 from chatgate.services.telegram_polling import TelegramPoller
 from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
@@ -123,7 +127,9 @@ class Container:
         http_transport: httpx.AsyncBaseTransport | None = None,
         redactor: Redactor = REDACTOR,
         key_provider: KeyProvider | None = None,
+        account_clients: AccountClientFactory | None = None,
     ) -> None:
+        self.account_clients = account_clients or telethon_factory(settings)
         self.settings = settings
         self.clock = clock
         self.redactor = redactor
@@ -169,7 +175,8 @@ class Container:
             timeout=s.outbound_timeout_seconds,
         )
         self.provider_http = ProviderHttp(timeout=s.provider_timeout_seconds)
-        self.adapters = default_registry(s, self.rate_policies)
+        self.live_accounts = LiveAccounts()
+        self.adapters = default_registry(s, self.rate_policies, self.live_accounts)
         self.notifier = EventNotifier()
         self.event_bridge: RedisEventBridge | None = (
             RedisEventBridge(self.redis, self.notifier) if self.redis is not None else None
@@ -228,6 +235,29 @@ class Container:
         )
         self.channels = ChannelService(self.db, self.telegram_bots, self.clock)
         self.projects = ProjectService(self.db, self.clock)
+        self.telegram_accounts = TelegramAccounts(
+            self.db,
+            self.integrations,
+            self.account_clients,
+            self.fanout,
+            self.clock,
+            qr_minutes=s.telegram_qr_login_minutes,
+            live=self.live_accounts,
+            leases=self.leases,
+            owner_grace=s.telegram_account_lease_seconds * 1.5,
+        )
+        self.account_runtime = AccountRuntime(
+            self.db,
+            self.integrations,
+            self.account_clients,
+            self.leases,
+            self.ingest,
+            self.live_accounts,
+            self.clock,
+            self.worker_id,
+            lease_seconds=s.telegram_account_lease_seconds,
+            scan_interval=s.telegram_account_scan_interval_seconds,
+        )
         cloud = self.adapters.get(IntegrationKind.WHATSAPP_CLOUD)
         twilio = self.adapters.get(IntegrationKind.TWILIO)
         assert isinstance(cloud, WhatsAppCloudAdapter)
@@ -344,6 +374,7 @@ class Container:
         return probes
 
     async def aclose(self) -> None:
+        await self.telegram_accounts.aclose()
         await self.ingest.aclose()
         await self.queue.aclose()
         await self.outbound_http.aclose()

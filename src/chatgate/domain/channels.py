@@ -32,5 +32,8 @@ def missing_right(kind: ConversationKind, status: str, rights: Mapping[str, bool
     if status in ("left", "kicked"):
         return f"the bot is not a member of this {channel_kind(kind)} (status '{status}')"
     if kind == ConversationKind.CHANNEL and status != "administrator":
-        return "the bot must be an administrator of the channel to post (it is a plain member)"
+        return (
+            f"the bot lacks the '{POSTING_RIGHT[kind]}' right: "
+            f"it must be an administrator of the channel with it (it is a plain {status})"
+        )
     return f"the bot lacks the '{POSTING_RIGHT[kind]}' right"

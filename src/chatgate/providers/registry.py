@@ -7,6 +7,8 @@ from chatgate.domain.errors import InvalidInput
 from chatgate.domain.integrations import IntegrationKind
 from chatgate.providers.base import ProviderAdapter
 from chatgate.providers.telegram.adapter import TelegramBotAdapter
+from chatgate.providers.telegram_user.adapter import TelegramUserAdapter
+from chatgate.providers.telegram_user.live import LiveAccounts
 from chatgate.providers.twilio.adapter import TwilioAdapter
 from chatgate.providers.webhook.adapter import WebhookAdapter
 from chatgate.providers.whatsapp_cloud.adapter import WhatsAppCloudAdapter
@@ -34,14 +36,17 @@ class AdapterRegistry:
 
 
 def default_registry(
-    settings: Settings | None = None, policies: RatePolicies | None = None
+    settings: Settings | None = None,
+    policies: RatePolicies | None = None,
+    live_accounts: LiveAccounts | None = None,
 ) -> AdapterRegistry:
     settings = settings or Settings()
     return AdapterRegistry(
         [
             WebhookAdapter(),
             TelegramBotAdapter(settings.telegram_api_base, policies),
-            WhatsAppCloudAdapter(settings.graph_api_base, settings.graph_api_version),
-            TwilioAdapter(settings.twilio_api_base),
+            WhatsAppCloudAdapter(settings.graph_api_base, settings.graph_api_version, policies),
+            TwilioAdapter(settings.twilio_api_base, policies),
+            TelegramUserAdapter(live_accounts or LiveAccounts(), policies),
         ]
     )

@@ -39,6 +39,8 @@ class ChannelService:
         reference = _chat_ref(chat)
         async with self.db.sessions() as session:
             integration = await IntegrationRepository(session, tenant_id).get(integration_id)
+        if integration.kind == IntegrationKind.TELEGRAM_USER:
+            return await self._connect_account_channel(tenant_id, integration.id, reference)
         if integration.kind != IntegrationKind.TELEGRAM_BOT:
             raise InvalidInput("channels and groups are connected through a Telegram bot integration")
         api = await self.bots.bot_api(integration)
@@ -74,6 +76,30 @@ class ChannelService:
                 connected=True,
             )
         return channel
+
+    async def _connect_account_channel(self, tenant_id: str, integration_id: str, reference: str) -> Channel:
+        """An account's channels are synced by the worker that runs it (only it may talk to
+        Telegram with the session): connect one of those, if the account may post there."""
+        async with self.db.transaction() as session:
+            repo = ChannelRepository(session, tenant_id)
+            page = await repo.list(cursor=None, limit=200, integration_id=integration_id)
+            wanted = reference.lstrip("@").lower()
+            found = next(
+                (c for c in page.items if c.external_id == reference or (c.username or "").lower() == wanted),
+                None,
+            )
+            if found is None:
+                raise InvalidInput(
+                    f"the account administers no channel or group {reference} (the list is synced "
+                    "while the account runs: GET /v1/channels?integration_id=…)"
+                )
+            if not found.can_post:
+                raise InvalidInput(
+                    f"cannot post to {found.title or reference}: the account lacks the 'post_messages' right"
+                )
+            found.connected = True
+            found.updated_at = self.clock()
+        return found
 
     async def list(
         self,

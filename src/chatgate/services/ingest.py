@@ -31,7 +31,10 @@ from chatgate.workers.queue import QueueItem
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
-_KEEP_HEADERS_EXCLUDED = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Credentials are not kept (raw events are shown to admins): Telegram's secret header is one.
+_KEEP_HEADERS_EXCLUDED = frozenset(
+    {"authorization", "cookie", "proxy-authorization", "x-telegram-bot-api-secret-token"}
+)
 
 
 def headers_to_keep(headers: dict[str, str]) -> dict[str, str]:

@@ -59,7 +59,9 @@ class ProviderActions:
     ) -> Message:
         message, recipient, integration = await self._sent_message(tenant_id, message_id)
         adapter, ctx = await self._actions(integration, "edit messages")
-        await adapter.edit(recipient, str(message.provider_message_id), text, buttons or [], ctx)
+        # A text edit replaces the whole message at Telegram: the buttons are kept unless replaced.
+        keep = buttons if buttons is not None else list(message.buttons or [])
+        await adapter.edit(recipient, str(message.provider_message_id), text, keep, ctx)
         async with self.db.transaction() as session:
             stored = await ConversationRepository(session, tenant_id).get_message(message_id)
             if text is not None:

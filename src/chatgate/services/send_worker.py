@@ -22,6 +22,7 @@ from chatgate.domain.errors import (
     PermanentProviderError,
     ProviderRateLimited,
     RecipientInvalid,
+    RunsElsewhere,
     TransientProviderError,
 )
 from chatgate.domain.integrations import IntegrationStatus
@@ -168,18 +169,22 @@ class SendWorker:
                 return
         try:
             result = await adapter.send(outbound, context)
+        except RunsElsewhere as exc:
+            # Not a failure: another worker owns the account; come back soon, maybe there.
+            await self._reschedule(job, 1.0, exc.message, count=False)
         except ProviderRateLimited as exc:
             target = str(exc.details.get("bucket") or (buckets[-1].key if buckets else integration.id))
             await self.pauses.pause(target, exc.retry_after)
             await self._reschedule(job, exc.retry_after, exc.message, count=False)
         except AuthRevoked as exc:
-            await self._fail(job, message, provider, exc.code, exc.message, needs_reauth=integration)
+            code = str(exc.details.get("provider_code") or exc.code)
+            await self._fail(job, message, provider, code, exc.message, needs_reauth=integration)
         except RecipientInvalid as exc:
             await self._fail(
                 job,
                 message,
                 provider,
-                exc.code,
+                str(exc.details.get("provider_code") or exc.code),
                 exc.message,
                 unreachable=bool(exc.details.get("unreachable")),
             )

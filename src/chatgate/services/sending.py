@@ -21,7 +21,7 @@ from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.domain.messages import ConversationKind, Direction, MessageStatus
-from chatgate.domain.windows import has_window, window_problem
+from chatgate.domain.windows import has_window, recipient_address, window_problem
 from chatgate.services.fanout import Publish
 from chatgate.store.db import Database
 from chatgate.store.models import IdempotencyKey, Message
@@ -71,8 +71,8 @@ class SendService:
         self.idempotency_ttl = idempotency_ttl
 
     async def accept(self, tenant_id: str, request: SendRequest, idempotency_key: str | None) -> Accepted:
-        if not request.text and not request.attachments:
-            raise InvalidInput("a message needs text or at least one attachment")
+        if not request.text and not request.attachments and not request.options.get("template"):
+            raise InvalidInput("a message needs text or at least one attachment (or a template)")
         try:
             return await self._accept(tenant_id, request, idempotency_key)
         except IntegrityError:
@@ -119,15 +119,14 @@ class SendService:
             if request.conversation_id:
                 conversation = await conversations.get_conversation(request.conversation_id)
             elif request.integration_id and request.to:
-                await IntegrationRepository(session, tenant_id).get(request.integration_id)
+                chosen = await IntegrationRepository(session, tenant_id).get(request.integration_id)
+                to = recipient_address(chosen.kind, chosen.config, request.to)  # as inbound spells it
                 contact_id = None
                 if request.to_kind == ConversationKind.PRIVATE:
-                    contact, _ = await conversations.upsert_contact(
-                        request.integration_id, Party(request.to), now
-                    )
+                    contact, _ = await conversations.upsert_contact(request.integration_id, Party(to), now)
                     contact_id = contact.id
                 conversation, _ = await conversations.upsert_conversation(
-                    request.integration_id, ChatRef(request.to, request.to_kind), contact_id, now
+                    request.integration_id, ChatRef(to, request.to_kind), contact_id, now
                 )
             else:
                 raise InvalidInput("say where to send: 'conversation_id', or 'integration_id' with 'to'")

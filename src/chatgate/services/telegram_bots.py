@@ -244,6 +244,8 @@ class TelegramBots:
             report["repaired"] = repair
             report["repaired_at_epoch"] = int(self.clock().timestamp())
             repaired = await self.apply_mode(integration)
+            if repaired.status == IntegrationStatus.ACTIVE:
+                report["webhook_url"] = expected or None  # Telegram's view after the repair
             return await self._set(
                 repaired, IntegrationStatus(repaired.status), repaired.status_reason, report
             )

@@ -17,11 +17,19 @@ from chatgate.providers.base import InboundRequest, IntegrationRef
 from chatgate.providers.twilio.adapter import TwilioAdapter
 from chatgate.providers.twilio.outbound import sender_from_config
 from chatgate.providers.whatsapp_cloud.adapter import WhatsAppCloudAdapter
-from chatgate.services.integrations import IntegrationService
-from chatgate.services.provider_context import ProviderContexts
+from chatgate.services.integrations import IntegrationChanges, IntegrationService
+from chatgate.services.provider_context import ProviderContexts, ref_of
 from chatgate.store.db import Database
 from chatgate.store.models import Integration
 from chatgate.store.repositories.integrations import IntegrationRouting
+
+# What a reconnect may replace: the secrets that expire or get rotated, not the identity.
+RECONNECT_CREDENTIALS = {
+    IntegrationKind.WHATSAPP_CLOUD: frozenset({"access_token", "app_secret"}),
+    IntegrationKind.TWILIO: frozenset(
+        {"auth_token", "auth_token_previous", "api_key_sid", "api_key_secret", "webhook_signing_secret"}
+    ),
+}
 
 
 def _pending_ref(tenant_id: str, kind: IntegrationKind, config: dict[str, Any]) -> IntegrationRef:
@@ -67,7 +75,12 @@ class WhatsAppIntegrations:
         credentials = dict(credentials)
         # The verify token only answers Meta's subscription handshake (the app secret is what
         # authenticates deliveries); it is shown in config so it can be pasted into Meta's dashboard.
-        verify_token = credentials.get("verify_token") or secrets.token_urlsafe(24)
+        # One chosen in config (or credentials) is kept; otherwise one is generated.
+        verify_token = (
+            credentials.get("verify_token")
+            or str(config.get("verify_token") or "").strip()
+            or secrets.token_urlsafe(24)
+        )
         credentials["verify_token"] = verify_token
         config = {**config, "phone_number_id": number, "verify_token": verify_token}
         self.integrations.redactor.register(credentials["access_token"], credentials["app_secret"])
@@ -133,6 +146,44 @@ class WhatsAppIntegrations:
             provider_key=key,
         )
         return await self.integrations.set_status(tenant_id, integration.id, IntegrationStatus.ACTIVE, None)
+
+    # --- reconnect ------------------------------------------------------------------------
+
+    async def reconnect(self, integration: Integration, credentials: dict[str, str] | None) -> Integration:
+        """Check the number (Meta) or the account (Twilio) again, with new credentials merged over
+        the stored ones when given, and make the integration active again (after needs_reauth)."""
+        kind = IntegrationKind(integration.kind)
+        if integration.status == IntegrationStatus.DISABLED:
+            raise InvalidInput("this integration is disabled: re-enable it first")
+        given = {key: value for key, value in (credentials or {}).items() if value}
+        unknown = sorted(set(given) - RECONNECT_CREDENTIALS[kind])
+        if unknown:
+            raise InvalidInput(
+                f"credentials {', '.join(unknown)} cannot be changed here; "
+                f"allowed: {', '.join(sorted(RECONNECT_CREDENTIALS[kind]))}"
+            )
+        stored = await self.integrations.credentials(integration)
+        merged = {**stored, **given}
+        self.integrations.redactor.register(*given.values())
+        ctx = self.contexts.build(ref_of(integration), merged)
+        try:
+            if kind == IntegrationKind.WHATSAPP_CLOUD:
+                await self.cloud.validate_number(ctx)
+            else:
+                await self.twilio.validate_account(ctx)
+        except (AuthRevoked, NotFound) as exc:
+            raise InvalidInput(exc.message) from None
+        if merged != stored:
+            await self.integrations.update(
+                integration.tenant_id, integration.id, IntegrationChanges(credentials=merged)
+            )
+        if integration.status != IntegrationStatus.ACTIVE:  # needs_reauth and error go through pending
+            await self.integrations.set_status(
+                integration.tenant_id, integration.id, IntegrationStatus.PENDING, None
+            )
+        return await self.integrations.set_status(
+            integration.tenant_id, integration.id, IntegrationStatus.ACTIVE, None
+        )
 
     # --- inbound routing --------------------------------------------------------------------
 

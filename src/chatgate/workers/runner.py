@@ -86,6 +86,7 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
         )
     tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
     tasks.append(asyncio.create_task(container.telegram_poller.run(stop), name="telegram-poller"))
+    tasks.append(asyncio.create_task(container.account_runtime.run(stop), name="telegram-accounts"))
     tasks.extend(asyncio.create_task(_loop(job, stop), name=job.name) for job in jobs)
     try:
         await stop.wait()

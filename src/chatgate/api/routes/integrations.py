@@ -86,7 +86,8 @@ class IntegrationOut(Out):
 
 
 def inbound_path(row: Integration) -> str:
-    short = {"telegram_bot": "telegram"}.get(row.kind, row.kind)
+    # The short names of KIND_ALIASES, the URLs pasted into providers' dashboards.
+    short = {"telegram_bot": "telegram", "whatsapp_cloud": "whatsapp"}.get(row.kind, row.kind)
     return f"/in/{short}/{row.public_id}"
 
 
@@ -185,6 +186,13 @@ async def update_integration(
         and updated.status not in (IntegrationStatus.DISABLED, IntegrationStatus.NEEDS_REAUTH)
     ):
         updated = await container.telegram_bots.reconnect(updated)  # setWebhook or deleteWebhook now
+    if (
+        updated.kind == IntegrationKind.TELEGRAM_BOT
+        and body.enabled is True
+        and updated.status == IntegrationStatus.PENDING
+    ):
+        # Re-enabled: register the webhook again or resume polling, instead of staying pending.
+        updated = await container.telegram_bots.apply_mode(updated)
     return IntegrationOut.of(updated)
 
 
@@ -193,6 +201,8 @@ async def delete_integration(integration_id: str, principal: Manager, container:
     integration = await container.integrations.get(principal.tenant_id, integration_id)
     if integration.kind == IntegrationKind.TELEGRAM_BOT:
         await container.telegram_bots.disconnect(integration)
+    elif integration.kind == IntegrationKind.TELEGRAM_USER:
+        await container.telegram_accounts.log_out(integration)
     await container.integrations.delete(principal.tenant_id, integration_id)
     return Response(status_code=204)
 
@@ -214,6 +224,13 @@ async def check_integration(
 
 class ReconnectBody(StrictBody):
     bot_token: str | None = Field(None, max_length=200, description="Telegram: a new token for the same bot")
+    credentials: dict[str, str] | None = Field(
+        None,
+        description="WhatsApp Cloud (access_token, app_secret) or Twilio (auth_token, api_key_sid, "
+        "api_key_secret…): new values, merged over the stored credentials and checked at the provider",
+    )
+
+    _check = field_validator("credentials")(_check_credentials)
 
 
 @router.post(
@@ -226,6 +243,8 @@ async def reconnect_integration(
     integration_id: str, body: ReconnectBody, principal: Manager, container: ContainerDep
 ) -> IntegrationOut:
     integration = await container.integrations.get(principal.tenant_id, integration_id)
+    if integration.kind in (IntegrationKind.WHATSAPP_CLOUD, IntegrationKind.TWILIO):
+        return IntegrationOut.of(await container.whatsapp.reconnect(integration, body.credentials))
     if integration.kind != IntegrationKind.TELEGRAM_BOT:
         raise InvalidInput(f"{integration.kind} integrations cannot be reconnected this way yet")
     return IntegrationOut.of(await container.telegram_bots.reconnect(integration, body.bot_token))

@@ -170,6 +170,30 @@ async def token_in_url_webhook(bot_token: str, request: Request, container: Cont
     return JSONResponse(outcome.body, status_code=outcome.status)
 
 
+@router.api_route(
+    "/webhooks/telegram/{bot_token}/",
+    methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+@router.api_route(
+    "/webhooks/telegram/{bot_token}",
+    methods=["POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def token_in_url_misdirected(bot_token: str, request: Request) -> Response:
+    """Other methods, or the path without its trailing slash: answered here, because the generic
+    405 and the trailing-slash redirect would repeat the path, and with it the token."""
+    if request.method == "POST":
+        detail = "POST to the same path with its trailing slash"
+        return JSONResponse({"title": "Not found", "status": 404, "detail": detail}, status_code=404)
+    detail = "only POST is allowed on this path"
+    return JSONResponse(
+        {"title": "Method not allowed", "status": 405, "detail": detail},
+        status_code=405,
+        headers={"Allow": "POST"},
+    )
+
+
 # --- seed 001: bots ---------------------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ Credentials (`ctx.credentials`):
 
 Config (`ctx.integration.config`): `account_sid`; `from` (`whatsapp:+14155238886`, `+1…`) and/or
 `messaging_service_sid`; `channel` (`whatsapp` | `sms`, default from the `from` prefix);
-`rate_limit_per_second` (default 10) and `media_rate_limit_per_second` (default 1).
+`rate_limit_per_second` and `media_rate_limit_per_second`, which override the operator's
+`twilio.sender` / `twilio.sender_media` rate policies (CHATGATE_RATE_LIMIT_POLICIES).
 """
 
 from __future__ import annotations
@@ -44,24 +45,26 @@ from chatgate.providers.base import (
 )
 from chatgate.providers.twilio import outbound, parsing, signature
 from chatgate.providers.twilio.errors import error_for
-from chatgate.ratelimit.base import paced
+from chatgate.ratelimit.base import Limit, paced
+from chatgate.ratelimit.policies import RatePolicies
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # Twilio queues what a sender cannot send at once, but its documented throughput is about
 # 10 messages/s per sender for text (more for short codes and WhatsApp senders that were raised)
 # and far less for media: MMS on long codes is about 1 message/s (Twilio's own figures vary
-# between 1 and 1.5/s by country and number type). We keep our own budgets a little under so
-# Twilio's queue does not grow and its 20429 answers stay rare; both are configurable.
+# between 1 and 1.5/s by country and number type). Budgets come from the rate policies
+# (`twilio.sender`, `twilio.sender_media`); these apply only to an adapter built without them.
 DEFAULT_RATE = 10.0
 DEFAULT_MEDIA_RATE = 1.0
 
 
-def _rate(config: Mapping[str, Any], name: str, default: float) -> float:
+def _rate(config: Mapping[str, Any], name: str) -> float | None:
+    """A positive rate configured on the integration, or None."""
     try:
-        value = float(config.get(name) or default)
+        value = float(config.get(name) or 0)
     except (TypeError, ValueError):
-        return default
-    return value if value > 0 else default
+        return None
+    return value if value > 0 else None
 
 
 def _json_object(result: HttpResult) -> dict[str, Any]:
@@ -84,8 +87,18 @@ def _file_name(content_disposition: str | None) -> str | None:
 class TwilioAdapter:
     kind = IntegrationKind.TWILIO
 
-    def __init__(self, api_base: str = DEFAULT_API_BASE) -> None:
+    def __init__(self, api_base: str = DEFAULT_API_BASE, policies: RatePolicies | None = None) -> None:
         self.api_base = api_base.rstrip("/")
+        self.policies = policies  # the operator's table (CHATGATE_RATE_LIMIT_POLICIES), if given
+
+    def _limit(self, config: Mapping[str, Any], name: str, scope: str, default: float) -> Limit:
+        """The integration's own rate, else the operator's `twilio.{scope}` policy, else `default`."""
+        configured = _rate(config, name)
+        if configured is not None:
+            return paced(configured)
+        if self.policies is not None:
+            return self.policies.limit("twilio", scope)
+        return paced(default)
 
     # --- inbound -------------------------------------------------------------------------
 
@@ -156,10 +169,10 @@ class TwilioAdapter:
             key = f"twilio:{ctx.integration.tenant_id}:integration:{ctx.integration.id}"
         buckets = []
         if message.attachments and not message.template:
-            rate = _rate(config, "media_rate_limit_per_second", DEFAULT_MEDIA_RATE)
-            buckets.append(Bucket(f"{key}:media", paced(rate)))
+            media = self._limit(config, "media_rate_limit_per_second", "sender_media", DEFAULT_MEDIA_RATE)
+            buckets.append(Bucket(f"{key}:media", media))
         # Last: a worker pauses the last bucket when Twilio answers 429 without naming one.
-        buckets.append(Bucket(key, paced(_rate(config, "rate_limit_per_second", DEFAULT_RATE))))
+        buckets.append(Bucket(key, self._limit(config, "rate_limit_per_second", "sender", DEFAULT_RATE)))
         return buckets
 
     def _auth(self, ctx: IntegrationContext, account_sid: str) -> tuple[str, str]:

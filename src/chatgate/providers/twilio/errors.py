@@ -42,6 +42,29 @@ CONTENT_REJECTED = frozenset(
 )
 SERVER_ERRORS = frozenset({"20500", "20503"})
 
+# Status callbacks carry `ErrorCode` without a message: what the common ones mean.
+CALLBACK_ERRORS = {
+    OUTSIDE_WINDOW: "WhatsApp refused a freeform message outside the 24-hour customer-service window: "
+    "send an approved Content template (template.content_sid) instead",
+    "21211": "the 'To' number is not a valid phone number",
+    UNSUBSCRIBED: "the recipient has unsubscribed (replied STOP)",
+    "30003": "the recipient's handset is unreachable",
+    "30004": "the message was blocked",
+    "30005": "the destination number is unknown or no longer exists",
+    "30006": "the destination is a landline or an unreachable carrier",
+    "30007": "the carrier filtered the message",
+    "30008": "unknown delivery error",
+    "63003": "the recipient's number is not on WhatsApp",
+}
+
+
+def describe(code: str | None) -> str | None:
+    """A human explanation of a Twilio error code reported in a status callback, if known."""
+    if code is None:
+        return None
+    text = CALLBACK_ERRORS.get(code)
+    return f"Twilio {code}: {text}" if text else None
+
 
 @dataclass(frozen=True)
 class TwilioError:

@@ -30,6 +30,7 @@ from chatgate.domain.inbound import (
     StatusUpdate,
 )
 from chatgate.domain.messages import ConversationKind, MessageStatus
+from chatgate.providers.twilio.errors import describe
 from chatgate.providers.twilio.signature import form_params
 
 WHATSAPP_PREFIX = "whatsapp:"
@@ -209,7 +210,7 @@ def _status(params: dict[str, str], sid: str, status: str) -> ProviderEvent:
     if mapped is None:
         return Ignored(f"Twilio status {status!r} is not handled")
     error_code = _nonempty(params, "ErrorCode")
-    error_message = _nonempty(params, "ErrorMessage")
+    error_message = _nonempty(params, "ErrorMessage") or describe(error_code)
     if status == "canceled" and error_message is None:
         error_message = "the message was canceled before it was sent"
     return StatusUpdate(

@@ -3,7 +3,8 @@
 Credentials: `access_token` (a system-user token with whatsapp_business_messaging),
 `app_secret` (signs webhooks), `verify_token` (the GET subscription handshake). Config:
 `phone_number_id` (Meta's id of the business number, not the number itself), `waba_id`,
-`rate_limit_per_second` (default 80, the Cloud API's default throughput per number).
+`rate_limit_per_second` (overrides the operator's `whatsapp_cloud.number` rate policy, by default
+80/s, the Cloud API's default throughput per number).
 
 Beyond the adapter protocol: `fetch_media` (MediaFetcher), `mark_read`, `upload_media`,
 `validate_number` (a connect-time check), and the routing helpers `phone_number_ids` and
@@ -46,6 +47,7 @@ from chatgate.providers.whatsapp_cloud.signature import (
     verify_subscription,
 )
 from chatgate.ratelimit.base import paced
+from chatgate.ratelimit.policies import RatePolicies
 
 DEFAULT_GRAPH_BASE = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v23.0"
@@ -80,9 +82,15 @@ class WhatsAppCloudAdapter:
     phone_number_ids = staticmethod(routing.phone_number_ids)
     split_by_phone_number = staticmethod(routing.split_by_phone_number)
 
-    def __init__(self, graph_base: str = DEFAULT_GRAPH_BASE, api_version: str = DEFAULT_API_VERSION) -> None:
+    def __init__(
+        self,
+        graph_base: str = DEFAULT_GRAPH_BASE,
+        api_version: str = DEFAULT_API_VERSION,
+        policies: RatePolicies | None = None,
+    ) -> None:
         self.graph_base = graph_base.rstrip("/")
         self.api_version = api_version
+        self.policies = policies  # the operator's table (CHATGATE_RATE_LIMIT_POLICIES), if given
 
     def graph(self, ctx: IntegrationContext) -> GraphClient:
         return GraphClient.for_context(ctx, self.graph_base, self.api_version)
@@ -114,10 +122,18 @@ class WhatsAppCloudAdapter:
     # Outbound
 
     def send_buckets(self, message: OutboundMessage, ctx: IntegrationContext) -> list[Bucket]:
+        """One budget per business number: the integration's `rate_limit_per_second`, else the
+        operator's `whatsapp_cloud.number` policy, else Meta's default throughput."""
         config = ctx.integration.config
-        rate = float(config.get("rate_limit_per_second") or DEFAULT_RATE)
+        configured = config.get("rate_limit_per_second")
+        if configured:
+            limit = paced(float(configured))
+        elif self.policies is not None:
+            limit = self.policies.limit("whatsapp_cloud", "number")
+        else:
+            limit = paced(DEFAULT_RATE)
         number = config.get("phone_number_id") or ctx.integration.id
-        return [Bucket(f"wa:{number}", paced(rate))]
+        return [Bucket(f"wa:{number}", limit)]
 
     async def send(self, message: OutboundMessage, ctx: IntegrationContext) -> SendResult:
         number = self.phone_number_id(ctx)
