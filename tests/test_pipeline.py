@@ -326,3 +326,33 @@ async def test_send_validation_errors_are_clear(api: Api) -> None:
     statuses = [e.data for e in await events_of(api, tenant.id) if e.type == "integration.status_changed"]
     assert statuses[-1]["status"] == "disabled"
     assert statuses[-1]["previous_status"] == "pending"
+
+
+async def test_a_status_that_beats_the_send_commit_is_applied_once_the_send_commits(
+    api: Api, receiver: Receiver
+) -> None:
+    """Providers may report `delivered` before our send transaction stored their message id;
+    the report waits (retried with backoff) instead of being dropped."""
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant, receiver.url)
+    before = len(receiver.requests)
+    receiver.delay = 1.5  # the site holds our send open while it already reports on it
+    try:
+        sent = await api.client.post(
+            "/v1/messages",
+            json={"integration_id": integration["id"], "to": "c-race", "text": "hi"},
+            headers=tenant.key_headers,
+        )
+        message_id = sent.json()["message"]["id"]
+        await eventually(lambda: len(receiver.requests) > before)
+        site_id = f"site-{len(receiver.requests)}"
+        payload = {"type": "message.status", "message_id": site_id, "status": "delivered"}
+        assert (await post_inbound(api, integration, payload, event_id=unique("early"))).status_code == 200
+    finally:
+        receiver.delay = 0.0
+
+    async def delivered() -> bool:
+        current = (await api.client.get(f"/v1/messages/{message_id}", headers=tenant.key_headers)).json()
+        return bool(current["status"] == "delivered")
+
+    assert await eventually(delivered, timeout=20)

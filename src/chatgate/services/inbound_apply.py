@@ -45,6 +45,14 @@ from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.events import NewEvent
 
 
+class StatusTooEarly(Exception):
+    """A status report for an outbound message we do not know (yet)."""
+
+    def __init__(self, provider_message_id: str) -> None:
+        super().__init__(f"no outbound message with provider id {provider_message_id} (yet)")
+        self.provider_message_id = provider_message_id
+
+
 class InboundApplier:
     def __init__(
         self, session: AsyncSession, tenant_id: str, integration_id: str, provider: str, now: datetime
@@ -279,7 +287,8 @@ class InboundApplier:
             self.integration_id, Direction.OUTBOUND, event.provider_message_id
         )
         if message is None:
-            return []
+            # A provider can report on a message before our send committed its id: retry later.
+            raise StatusTooEarly(event.provider_message_id)
         return await apply_status(
             self.session,
             message,

@@ -19,7 +19,7 @@ from chatgate.domain.clock import Clock
 from chatgate.domain.errors import InvalidInput
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.fanout import Fanout
-from chatgate.services.inbound_apply import InboundApplier
+from chatgate.services.inbound_apply import InboundApplier, StatusTooEarly
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.events import EventLog, NewEvent
@@ -28,6 +28,10 @@ from chatgate.store.repositories.jobs import JobStore
 from chatgate.workers.queue import QueueItem
 
 log = logging.getLogger(__name__)
+
+# How long a status report may wait for the send it reports on to commit (retried with backoff
+# meanwhile); after that it concerns a message we never sent (another app on the same number).
+STATUS_GRACE = timedelta(minutes=2)
 
 
 class LeaseLost(Exception):
@@ -69,7 +73,10 @@ class InboundProcessor:
             await self._process(jobs)
         except LeaseLost:
             log.info("inbound batch of %d was taken over by another worker; rolled back", len(jobs))
-        except Exception:
+        except Exception as exc:
+            if len(jobs) == 1 and isinstance(exc, StatusTooEarly):
+                await self._retry(jobs[0], str(exc))
+                return
             if len(jobs) == 1:
                 log.exception("inbound job %s failed", jobs[0].id)
                 await self._retry(jobs[0], "processing failed; see the logs")
@@ -80,6 +87,8 @@ class InboundProcessor:
                     await self._process([job])
                 except LeaseLost:
                     continue
+                except StatusTooEarly as exc:
+                    await self._retry(job, str(exc))
                 except Exception as exc:
                     log.exception("inbound job %s failed", job.id)
                     await self._retry(job, f"{type(exc).__name__}: {exc}"[:2000])
@@ -135,7 +144,12 @@ class InboundProcessor:
         applier = InboundApplier(session, tenant_id, raw.integration_id, raw.kind, now)
         events: list[NewEvent] = []
         for index, event in enumerate(provider_events):
-            events.extend(await applier.apply(event, f"raw:{raw.id}:{index}"))
+            try:
+                events.extend(await applier.apply(event, f"raw:{raw.id}:{index}"))
+            except StatusTooEarly:
+                if now - raw.received_at < STATUS_GRACE:
+                    raise  # the batch rolls back; this event is retried with backoff
+                log.info("raw event %s reports on a message we never sent; ignored", raw.id)
         raw.status = "processed" if events or applier.received else "ignored"
         raw.error = None
         if applier.received:
