@@ -30,10 +30,13 @@ def lovable(event: Event, options: dict[str, Any]) -> dict[str, Any] | None:
     if event.type != EventType.MESSAGE_RECEIVED or event.data.get("direction") != "inbound":
         return None
     ids = event.data.get("provider_ids") or {}
+    sender_id = ids.get("sender_id")
+    if isinstance(sender_id, str) and sender_id.lstrip("-").isdigit():
+        sender_id = int(sender_id)  # the seed's CRM keys clients by Telegram's numeric user id
     return {
         "project_id": options.get("project_id"),
         "account_phone": options.get("account_phone"),
-        "from_id": ids.get("sender_id"),
+        "from_id": sender_id,
         "from_username": (event.data.get("sender") or {}).get("username"),
         "text": event.data.get("text"),
     }

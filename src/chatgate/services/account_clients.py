@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chatgate.config import Settings
 from chatgate.domain.errors import ConfigurationError, InvalidInput
@@ -18,6 +19,9 @@ class AccountSpec:
     session: str | None
     api_id: int | None = None
     api_hash: str | None = None
+    # Where the previous client of this session stood in the update sequence (see
+    # `client.UpdateStateful`): the new client catches up from there. None: from now on.
+    update_state: dict[str, Any] | None = None
 
 
 AccountClientFactory = Callable[[AccountSpec], AccountClient]
@@ -55,6 +59,7 @@ def telethon_factory(settings: Settings) -> AccountClientFactory:
             dc=dc,
             rsa_public_key_pem=settings.telegram_rsa_public_key,
             test_mode=settings.telegram_test_mode,
+            update_state=spec.update_state,
         )
 
     return make

@@ -20,7 +20,13 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from chatgate.domain.clock import Clock
-from chatgate.domain.errors import ChatgateError, Conflict, InvalidInput
+from chatgate.domain.errors import (
+    ChatgateError,
+    Conflict,
+    InvalidInput,
+    RateLimited,
+    TransientProviderError,
+)
 from chatgate.domain.events import AccountLoginData, EventType
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
 from chatgate.providers.telegram_user.client import AccountClient, AccountInfo, SentCode, normalize_phone
@@ -32,6 +38,7 @@ from chatgate.services.integrations import IntegrationChanges, IntegrationServic
 from chatgate.store.db import Database
 from chatgate.store.models import Integration
 from chatgate.store.repositories.events import EventLog, NewEvent
+from chatgate.store.repositories.integrations import IntegrationRouting
 from chatgate.store.repositories.leases import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -120,7 +127,7 @@ class TelegramAccounts:
         }
 
     async def _fail_step(self, integration: Integration, error: ChatgateError, *, fatal: bool) -> None:
-        """Report a failed step; a fatal one (banned, flood, revoked) ends the login."""
+        """Report a failed step; a fatal one (banned, revoked, refused) ends the login."""
         fields = {"error_code": error.code, "error_message": error.message}
         if fatal:
             integration = await self._save(integration, {"state": "failed", **fields})
@@ -135,7 +142,14 @@ class TelegramAccounts:
 
     @staticmethod
     def _fatal(error: ChatgateError) -> bool:
-        return error.code not in ("invalid_input", "password_needed")
+        """Whether a failed step ends the login. A wrong code or password may be tried again;
+        "no other way to send the code" (a Conflict from resend) leaves the code already sent
+        valid; a flood wait or "too many attempts" (429 with Retry-After) and a network error
+        mean "retry later", so the login must still be there then. Banned numbers, revoked
+        sessions and Telegram's refusals end it."""
+        if isinstance(error, RateLimited | TransientProviderError):
+            return False
+        return error.code not in ("invalid_input", "password_needed", "conflict")
 
     # --- phone → code → password ------------------------------------------------------------
 
@@ -167,6 +181,65 @@ class TelegramAccounts:
             integration, "code_sent", code_type=sent.type, next_type=sent.next_type, timeout=sent.timeout
         )
         return integration
+
+    async def relogin(self, tenant_id: str, integration_id: str, *, method: str = "code") -> Integration:
+        """Log an existing account integration in again with a new session (after Telegram
+        revoked the old one, a failed or abandoned login, an expired code): same integration,
+        so its conversations, webhook endpoints and project routing stay. `method`: "code"
+        (to the stored phone number) or "qr"."""
+        integration = await self.integrations.get(tenant_id, integration_id)
+        if integration.kind != IntegrationKind.TELEGRAM_USER:
+            raise InvalidInput("this integration is not a Telegram account")
+        if integration.status == IntegrationStatus.ACTIVE:
+            raise Conflict("this account is logged in and active; log it in again only after it stops")
+        await self._stop_qr(integration.id)
+        old = await self.integrations.credentials(integration)
+        own = {k: v for k, v in old.items() if k in ("api_id", "api_hash")}
+        phone = integration.config.get("phone")
+        if method == "qr":
+            client = await self._client(None, own)
+            try:
+                qr = await client.qr_login()
+            except BaseException:
+                await client.disconnect()
+                raise
+            login = {"state": "qr_pending", "qr_url": qr.url, "qr_expires_at": qr.expires_at.isoformat()}
+            integration = await self._restart(integration, login, {**own, SESSION: client.session_string()})
+            await self._emit(integration, "qr_pending", qr_url=qr.url, qr_expires_at=qr.expires_at)
+            self._qr_tasks[integration.id] = asyncio.create_task(
+                self._qr_wait(integration, client, qr, own), name=f"qr-login-{integration.id}"
+            )
+            return integration
+        if not phone:
+            raise InvalidInput("this account has no phone number yet: log it in again with method 'qr'")
+        client = await self._client(None, own)
+        try:
+            sent = await client.send_code(phone)
+            credentials = {**own, SESSION: client.session_string(), CODE_HASH: sent.phone_code_hash}
+        finally:
+            await client.disconnect()
+        integration = await self._restart(integration, self._code_state(sent), credentials)
+        await self._emit(
+            integration, "code_sent", code_type=sent.type, next_type=sent.next_type, timeout=sent.timeout
+        )
+        return integration
+
+    async def _restart(
+        self, integration: Integration, login: dict[str, Any], credentials: dict[str, str]
+    ) -> Integration:
+        """A new login on an existing integration: it waits (pending) until the login ends."""
+        integration = await self._save(integration, login, credentials)
+        if integration.status != IntegrationStatus.PENDING:
+            integration = await self.integrations.set_status(
+                integration.tenant_id, integration.id, IntegrationStatus.PENDING, "logging in again"
+            )
+        return integration
+
+    async def _stop_qr(self, integration_id: str) -> None:
+        task = self._qr_tasks.pop(integration_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _login_credentials(self, integration: Integration, expected: tuple[str, ...]) -> dict[str, str]:
         if integration.kind != IntegrationKind.TELEGRAM_USER:
@@ -337,7 +410,7 @@ class TelegramAccounts:
                     .values(provider_key=str(info.user_id))
                 )
         except IntegrityError:
-            error = Conflict("this Telegram account is already connected (here or to another account)")
+            error = await self._already_connected(integration, info)
             with contextlib.suppress(ChatgateError):
                 await client.log_out()  # the new session only; the connected one keeps running
             await self._fail_step(integration, error, fatal=True)
@@ -362,11 +435,26 @@ class TelegramAccounts:
         await self._emit(integration, "active")
         return integration
 
+    async def _already_connected(self, integration: Integration, info: AccountInfo) -> Conflict:
+        async with self.db.sessions() as db_session:
+            other = await IntegrationRouting(db_session).by_provider_key(
+                IntegrationKind.TELEGRAM_USER, str(info.user_id)
+            )
+        if other is not None and other.tenant_id == integration.tenant_id:
+            return Conflict(
+                f"this Telegram account is already connected here (integration {other.id}, "
+                f"{other.status}); to log it in again use POST /v1/telegram/accounts/{other.id}/relogin"
+            )
+        return Conflict("this Telegram account is already connected (here or to another account)")
+
     async def reconnect(self, integration: Integration) -> Integration:
         """Run the account again. Never opens a second client on a live session (Telegram would
         kill it): the worker that takes the account checks the session itself."""
         if integration.status == IntegrationStatus.NEEDS_REAUTH:
-            raise Conflict("Telegram revoked this session: log in again (POST /v1/telegram/accounts)")
+            raise Conflict(
+                "Telegram revoked this session: log in again "
+                f"(POST /v1/telegram/accounts/{integration.id}/relogin)"
+            )
         if (integration.config.get("login") or {}).get("state") != "active":
             raise Conflict("this account has not finished logging in")
         if integration.status != IntegrationStatus.ACTIVE:

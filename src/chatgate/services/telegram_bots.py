@@ -83,7 +83,10 @@ class TelegramBots:
         return f"{self.public_base_url}/in/telegram/{integration.public_id}"
 
     def effective_mode(self, integration: Integration) -> str:
-        mode = str(integration.config.get("mode") or "auto")
+        return self.mode_of(integration.config)
+
+    def mode_of(self, config: dict[str, Any]) -> str:
+        mode = str(config.get("mode") or "auto")
         if mode == "auto":
             return "webhook" if self.public_base_url else "polling"
         return mode

@@ -129,10 +129,28 @@ async def _sender(container: Container, tenant_id: str, project_id: str, phone: 
     return account
 
 
+def account_recipient(to: str | int) -> str:
+    """Seed 002's `to` (its "recipientPhone") for a send as a Telegram account. The CRM keeps
+    numbers as digits (its `account_phone` is "79955073535"), and a digits-only recipient would
+    otherwise be taken for a Telegram id: a JSON number stays an id, a digits-only string of 11 to
+    15 digits (an international number with its country code) is a phone, anything shorter an
+    id (Telegram user ids have at most 10 digits today), anything else as given."""
+    if isinstance(to, int):
+        return str(to)
+    value = to.strip()
+    if value.isdigit() and 11 <= len(value) <= 15:
+        return "+" + value
+    return value
+
+
 @router.post("/telegram/send", name="seed.lovable_send", summary="Seed 002: send as the Telegram account")
 async def telegram_send(body: TelegramSend, principal: Sender, container: ContainerDep) -> dict[str, Any]:
     integration = await _sender(container, principal.tenant_id, str(body.project_id), body.phone)
-    to = str(body.to).strip()
+    to = (
+        account_recipient(body.to)
+        if integration.kind == IntegrationKind.TELEGRAM_USER
+        else str(body.to).strip()
+    )
     request = SendRequest(integration_id=integration.id, to=to, text=body.text)
     accepted = await container.sending.accept(principal.tenant_id, request, None)
     return {

@@ -22,6 +22,7 @@ from chatgate.api.schemas import Out, StrictBody
 from chatgate.bootstrap import Container
 from chatgate.domain.errors import Conflict, NotFound
 from chatgate.domain.integrations import IntegrationKind, IntegrationStatus
+from chatgate.services.telegram_account_runtime import request_sync
 from chatgate.store.models import Integration
 
 router = APIRouter(tags=["telegram accounts"])
@@ -147,6 +148,30 @@ async def resend_code(integration_id: str, principal: Manager, container: Contai
     return AccountOut.of(await container.telegram_accounts.resend_code(principal.tenant_id, integration_id))
 
 
+class ReloginBody(StrictBody):
+    method: Literal["code", "qr"] = Field(
+        "code", description="code: to the account's phone number; qr: scan a new QR code"
+    )
+
+
+@router.post(
+    "/v1/telegram/accounts/{integration_id}/relogin",
+    name="telegram_accounts.relogin",
+    response_model=AccountOut,
+    summary="Log the same account integration in again (after Telegram revoked its session)",
+)
+async def relogin(
+    integration_id: str, principal: Manager, container: ContainerDep, body: ReloginBody | None = None
+) -> AccountOut:
+    """A new session for an existing account integration: its conversations, webhook endpoints and
+    project routing stay. Then the usual steps: `/code` (and `/password`), or scan the QR code."""
+    await _account(container, principal.tenant_id, integration_id)
+    method = body.method if body is not None else "code"
+    return AccountOut.of(
+        await container.telegram_accounts.relogin(principal.tenant_id, integration_id, method=method)
+    )
+
+
 async def _qr(
     container: Container, tenant_id: str, integration_id: str, fmt: Literal["png", "svg"]
 ) -> Response:
@@ -192,6 +217,23 @@ async def dialogs(integration_id: str, principal: Reader, container: ContainerDe
     integration = await _account(container, principal.tenant_id, integration_id)
     status = integration.provider_status or {}
     return {"data": status.get("dialogs", []), "synced_at": status.get("dialogs_synced_at")}
+
+
+@router.post(
+    "/v1/telegram/accounts/{integration_id}/dialogs/sync",
+    name="telegram_accounts.sync_dialogs",
+    status_code=202,
+    summary="Re-read the account's dialogs and channels now (done by the worker that runs it)",
+)
+async def sync_dialogs(integration_id: str, principal: Manager, container: ContainerDep) -> dict[str, Any]:
+    """The worker that runs the account re-reads them at its next heartbeat (a third of
+    CHATGATE_TELEGRAM_ACCOUNT_LEASE_SECONDS); watch `synced_at` of GET …/dialogs change."""
+    integration = await _account(container, principal.tenant_id, integration_id)
+    if integration.status != IntegrationStatus.ACTIVE:
+        raise Conflict(f"the account is {integration.status}: only a running account syncs its dialogs")
+    await request_sync(container.db, integration, container.clock())
+    status = integration.provider_status or {}
+    return {"requested": True, "synced_at": status.get("dialogs_synced_at")}
 
 
 # --- seed 001 ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from chatgate.domain.errors import InvalidInput
 from chatgate.domain.inbound import ProviderEvent
@@ -219,6 +219,22 @@ class AccountClient(Protocol):
     def on_event(self, handler: AccountUpdateHandler) -> None:
         """Register THE update callback (a second call replaces the first)."""
         ...
+
+
+@runtime_checkable
+class UpdateStateful(Protocol):
+    """An `AccountClient` that can resume the account's update sequence (Telegram's
+    updates.getDifference) instead of starting from "now" on every connect.
+
+    `update_state()` is where the client stands in the sequence: JSON-able, opaque to callers,
+    None when unknown. It only ever covers updates whose handler call has returned (or, for
+    Telethon, updates Telethon has read; see `telethon_client`), so a caller stores it and gives it
+    back as `AccountSpec.update_state` to the next client on the same session, which then
+    delivers every update after it to its handler before new ones, including those Telegram
+    received while no client was connected. Re-delivered updates keep their dedupe key.
+    """
+
+    def update_state(self) -> dict[str, Any] | None: ...
 
 
 RecipientKind = Literal["phone", "username", "id"]

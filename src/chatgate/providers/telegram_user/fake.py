@@ -29,10 +29,18 @@ What it simulates:
   rule "a session used by two connected clients at once": the older client gets
   `AuthKeyDuplicatedError` on its next call;
 * messages: `deliver_message` (private, group, supergroup, channel; replies, media), `edit`
-  (or a reaction-like change without an edit), `delete`, `read_outbox`; `sent` logs what the
+  (or a reaction-like change without an edit), `delete`, `read_outbox`, `redeliver` (the same
+  updates once more); `sent` logs what the
   accounts sent, `read_marks` what they marked read, `imported_contacts` the contact imports
   `resolve` made for phone numbers. Like Telegram, private chats and basic groups number
-  messages per account, supergroups and channels per chat.
+  messages per account, supergroups and channels per chat;
+* the update sequence: like Telegram, every update of an account is numbered and kept, whether
+  or not a client is connected. A client is `UpdateStateful`: `update_state()` is the number of
+  the last update its handler finished, and a client created with `update_state=` delivers every
+  update after it on `connect()` (updates.getDifference), in order, before new ones. Without one
+  it starts at the latest update (updates.getState), so what happened while no client was
+  connected is not delivered to it. `connections(session)` and `duplicated_sessions` show the
+  "two clients on one session" rule.
 
 Method names for `fail_next`/`set_flood_wait`: see `METHODS`.
 """
@@ -42,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import itertools
 import os
 import re
 import secrets
@@ -129,6 +138,7 @@ _USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
 _CHANNEL_MARK = 1_000_000_000_000
 _ids = iter(range(7_000_000_001, 8_000_000_000))
 _chat_ids = iter(range(4_000_000_001, 5_000_000_000))
+_code_serials = itertools.count(1)
 
 ChatKind = Literal["group", "supergroup", "channel"]
 
@@ -264,6 +274,9 @@ class _Box:
     contacts: set[int] = field(default_factory=set)
     known: set[int] = field(default_factory=set)  # marked ids the account may address
     read_inbox: dict[int, int] = field(default_factory=dict)
+    # Every update of the account, numbered (its "pts"), kept like Telegram keeps them for
+    # updates.getDifference: a client that connects with an update state gets what it missed.
+    updates: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -283,6 +296,7 @@ class _Code:
     type: str
     next_type: str | None
     issued_at: datetime
+    serial: int = field(default_factory=lambda: next(_code_serials))  # newest last, within a second
 
 
 @dataclass(eq=False)
@@ -316,6 +330,7 @@ class FakeTelegram:
         self._codes: dict[str, _Code] = {}  # phone_code_hash → code
         self._qrs: dict[bytes, _Qr] = {}
         self._faults: dict[str, deque[BaseException]] = {}
+        self._duplicates = 0
         self._offset = timedelta()
         self._pts = 0
         self._code_type = "app"
@@ -441,7 +456,7 @@ class FakeTelegram:
         codes = [c for c in self._codes.values() if c.phone == digits]
         if not codes:
             raise LookupError(f"no login code was sent to {phone}")
-        return max(codes, key=lambda c: c.issued_at).code
+        return max(codes, key=lambda c: (c.issued_at, c.serial)).code
 
     def fail_next(self, method: str, error: BaseException, *, times: int = 1) -> None:
         """The next `times` calls of `method` raise `error` (a Telethon error, usually)."""
@@ -634,13 +649,44 @@ class FakeTelegram:
 
     async def _emit(self, account: FakeUser, update: Any, entities: list[Any]) -> None:
         """What Telethon does with an incoming update: `_entities` from the users and chats
-        that came with it, then every connected client of the account dispatches it."""
+        that came with it, then every connected client of the account dispatches it. The update
+        is also kept in the account's sequence, for clients that connect later (getDifference)."""
         update._entities = {utils.get_peer_id(e): e for e in entities}
+        box = self._box(account)
+        number = len(box.updates) + 1
+        box.updates.append((number, update))
         for auth in list(self._auths.values()):
             if auth.user_id != account.id or auth.revoked:
                 continue
             for client in list(auth.clients):
-                await client._receive(update, account)
+                await client._receive(update, account, number)
+
+    async def redeliver(self, phone: str, count: int = 1) -> None:
+        """Telegram sends the account's last `count` updates again (as it may after a gap, or
+        when a getDifference overlaps live updates): same updates, same dedupe keys."""
+        account = self._account(phone)
+        for _, update in self._box(account).updates[-count:]:
+            await self._emit(account, update, list(update._entities.values()))
+
+    def missed_updates(self, account: FakeUser, after: int) -> list[tuple[int, Any]]:
+        """The account's updates numbered after `after` (what updates.getDifference returns)."""
+        return [(n, u) for n, u in self._box(account).updates if n > after]
+
+    def update_head(self, account: FakeUser) -> int:
+        """The number of the account's latest update (what updates.getState returns)."""
+        return len(self._box(account).updates)
+
+    def connections(self, session_string: str) -> int:
+        """How many clients are connected on this session right now (more than one: the older
+        ones get AuthKeyDuplicatedError on their next call)."""
+        key = session_auth_key(load_session(session_string))
+        auth = self._auths.get(key) if key is not None else None
+        return 0 if auth is None else len(auth.clients)
+
+    @property
+    def duplicated_sessions(self) -> int:
+        """How many times the "two clients on one session" rule fired (AuthKeyDuplicated)."""
+        return self._duplicates
 
     # the server side of the client's calls (raising Telethon's errors) -----------------------
 
@@ -696,7 +742,7 @@ class FakeTelegram:
         if code.next_type is None:
             raise tl_errors.SendCodeUnavailableError(request=None)
         code.type, code.next_type = code.next_type, None
-        code.code, code.issued_at = self._new_code(), self.now()
+        code.code, code.issued_at, code.serial = self._new_code(), self.now(), next(_code_serials)
         return self._sent_code(phone_code_hash, code)
 
     def _sign_in(self, auth: _Auth, digits: str, code: str, phone_code_hash: str) -> Any:
@@ -794,9 +840,19 @@ class FakeQrLogin:
 class FakeAccountClient:
     """`AccountClient` against a `FakeTelegram` (see the module docstring)."""
 
-    def __init__(self, fake: FakeTelegram, session_string: str | None = None) -> None:
+    def __init__(
+        self,
+        fake: FakeTelegram,
+        session_string: str | None = None,
+        *,
+        update_state: Mapping[str, Any] | None = None,
+    ) -> None:
         self._fake = fake
         self._session_string = session_string
+        resume = update_state.get("pts") if update_state is not None else None
+        self._resume_from: int | None = resume if isinstance(resume, int) else None
+        self._seen: int | None = None  # the number of the last update handled (our "pts")
+        self._catching_up = False
         self._auth: _Auth | None = None
         self._dc: DcAddress | None = None
         self._connected = False
@@ -830,9 +886,18 @@ class FakeAccountClient:
     def _me(self, auth: _Auth) -> FakeUser:
         return self._fake._check_auth(auth)
 
-    async def _receive(self, update: Any, account: FakeUser) -> None:
+    async def _receive(self, update: Any, account: FakeUser, number: int, *, replay: bool = False) -> None:
         """Telethon's `_dispatch_update` for one update, then our handler."""
         if self._handler is None or self._duplicated or not self._connected:
+            return
+        if self._catching_up and not replay:
+            return  # kept in the account's sequence: the catch-up loop delivers it in order
+        await self._dispatch(update, account)
+        self._seen = max(self._seen or 0, number)
+
+    async def _dispatch(self, update: Any, account: FakeUser) -> None:
+        handler = self._handler
+        if handler is None:
             return
         if self._telethon is None:  # never connected: only a `client` for the event objects
             self._telethon = TelegramClient(StringSession(), 1, "fake-api-hash", receive_updates=False)
@@ -850,7 +915,7 @@ class FakeAccountClient:
                 continue
             handled = account_update(event)
             if handled is not None:
-                await self._handler(*handled)
+                await handler(*handled)
 
     def _password_needed(self) -> PasswordNeeded:
         auth = self._auth
@@ -871,8 +936,32 @@ class FakeAccountClient:
         auth = self._fake._auths.setdefault(key, _Auth(key))
         for other in auth.clients:
             other._duplicated = True  # the older client's next call fails
+            self._fake._duplicates += 1
         auth.clients.append(self)
         self._auth, self._connected, self._duplicated = auth, True, False
+        account = self._fake._users.get(auth.user_id) if auth.user_id is not None else None
+        if account is None or auth.revoked:
+            return
+        if self._resume_from is None:  # updates.getState: from now on
+            self._seen = self._fake.update_head(account)
+            return
+        # updates.getDifference: what happened since the stored state, in order, before any
+        # new update (those arriving meanwhile join the sequence and are picked up here too).
+        self._seen = self._resume_from
+        self._catching_up = True
+        try:
+            while self._connected and not auth.revoked:
+                missed = self._fake.missed_updates(account, self._seen)
+                if not missed:
+                    break
+                for number, update in missed:
+                    await self._receive(update, account, number, replay=True)
+        finally:
+            self._catching_up = False
+
+    def update_state(self) -> dict[str, Any] | None:
+        """`UpdateStateful`: the number of the last update this client's handler finished."""
+        return None if self._seen is None else {"pts": self._seen}
 
     async def disconnect(self) -> None:
         self._drop()

@@ -27,13 +27,15 @@ channel when the message is a channel post, else a group.
 | unparsed       | an event we failed to read    | Ignored (with the error; "tl" keeps the update)   |
 
 Read receipts: Telegram says "everything up to max_id in this chat was read", not which
-messages; the runtime marks every outbound message of that chat with an id up to `max_id` as read
-(only it knows which exist). An inbox read (the account read messages in another app) is Ignored.
+messages; the account runtime lists our sent, unread messages of that chat with an id up to
+`max_id` in the payload ("read_ids", only it knows which exist) and each becomes READ, as does
+`max_id`. An inbox read (the account read messages in another app) is Ignored.
 
 Deletions: in private chats and basic groups Telegram does not say in which chat the messages
-were (their ids are unique per account), so the payload has no chat. `parse_payload(payload,
-chats={message_id: ChatRef})` places them (the runtime looks the ids, from
-`unplaced_deleted_ids(payload)`, up in its store); ids it cannot place become `Ignored`.
+were (their ids are unique per account), so the payload has no chat. The account runtime looks
+the ids (`unplaced_deleted_ids(payload)`) up among the stored messages and adds their chats to
+the payload ("placed"); `parse_payload(payload, chats={message_id: ChatRef})` may give them
+instead. Ids nobody could place (a message we never stored) become `Ignored`.
 
 Media (one attachment; `provider_file_id` is `"{chat_id}:{message_id}"`, which later code
 downloads through the account): photo → image (image/jpeg, the largest size); document → sticker,
@@ -51,8 +53,14 @@ Payload schema (version "v": 1):
        "kind", "mime_type", "size", "file_name", "file_id", "extra"}?, "entities": [...]?,
        "grouped_id"?, "forward"?, "via_bot_id"?, "post_author"?},
      "tl": {...}}
-    {"v": 1, "type": "delete", "chat": {...} | null, "ids": [int, ...], "tl": {...}}
-    {"v": 1, "type": "read", "chat": {...}, "max_id": int, "outbox": bool, "tl": {...}}
+    {"v": 1, "type": "delete", "chat": {...} | null, "ids": [int, ...], "tl": {...},
+     "placed": {"<id>": {chat}}?}
+    {"v": 1, "type": "read", "chat": {...}, "max_id": int, "outbox": bool, "tl": {...},
+     "read_ids": [int, ...]?}
+
+"placed" and "read_ids" are added by the account runtime when it stores the update (from its
+own store: the chats of our stored messages with those ids; our sent, unread messages of the
+chat up to max_id); parsing reads them, never the database.
 """
 
 from __future__ import annotations
@@ -447,13 +455,14 @@ def parse_payload(
     payload: Mapping[str, Any], *, chats: Mapping[int, ChatRef] | None = None
 ) -> list[ProviderEvent]:
     """The events a stored payload carries. `chats` places deletions Telegram sent without a
-    chat (message id → chat; see the module docstring)."""
+    chat (message id → chat; see the module docstring); without it, the payload's own "placed"
+    (added by the account runtime when it stored the update) does."""
     kind = payload.get("type")
     try:
         if kind in ("message", "edit"):
             return _parse_message(str(kind), payload)
         if kind == "delete":
-            return _parse_delete(payload, chats or {})
+            return _parse_delete(payload, chats if chats is not None else _placed(payload))
         if kind == "read":
             return _parse_read(payload)
         if kind == "unparsed":
@@ -608,7 +617,20 @@ def _parse_delete(payload: Mapping[str, Any], chats: Mapping[int, ChatRef]) -> l
     return result
 
 
+def _placed(payload: Mapping[str, Any]) -> dict[int, ChatRef]:
+    placed = payload.get("placed")
+    if not isinstance(placed, dict):
+        return {}
+    found: dict[int, ChatRef] = {}
+    for key, chat in placed.items():
+        if str(key).isdigit() and isinstance(chat, dict):
+            found[int(key)] = _chat_ref(chat)
+    return found
+
+
 def _parse_read(payload: Mapping[str, Any]) -> list[ProviderEvent]:
+    """A READ status ("read up to max_id") for `max_id` and for each of the earlier sent messages
+    the runtime listed under "read_ids" (only it knows which of ours exist)."""
     if payload.get("outbox") is not True:
         return [Ignored("the account read incoming messages (in another of its apps)")]
     if payload.get("chat") is None:
@@ -617,4 +639,12 @@ def _parse_read(payload: Mapping[str, Any]) -> list[ProviderEvent]:
     max_id = opt_int(dict(payload), "max_id")
     if max_id is None:
         raise Malformed("'max_id' must be an integer")
-    return [StatusUpdate(f"{chat.external_id}:{max_id}", MessageStatus.READ)]
+    listed = payload.get("read_ids")
+    earlier = [
+        i
+        for i in (listed if isinstance(listed, list) else [])
+        if isinstance(i, int) and not isinstance(i, bool) and i < max_id
+    ]
+    return [
+        StatusUpdate(f"{chat.external_id}:{i}", MessageStatus.READ) for i in [*sorted(set(earlier)), max_id]
+    ]

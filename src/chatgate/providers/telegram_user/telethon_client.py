@@ -314,6 +314,7 @@ class TelethonAccountClient:
         timeout: int = 10,
         receive_updates: bool = True,
         use_ipv6: bool = False,
+        update_state: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(api_id, int) or isinstance(api_id, bool) or api_id <= 0:
             raise ConfigurationError("the Telegram api_id must be a positive integer (from my.telegram.org)")
@@ -323,6 +324,7 @@ class TelethonAccountClient:
         self.test_mode = test_mode
         self.rsa_fingerprint = add_rsa_key(rsa_public_key_pem) if rsa_public_key_pem else None
         session = load_session(session_string, default_dc=self.dc)
+        resumes = restore_update_state(session, update_state)
         self._client: Any = client_class(self.dc, test_mode)(
             session,
             api_id,
@@ -338,6 +340,7 @@ class TelethonAccountClient:
             lang_code=lang_code,
             system_lang_code=system_lang_code,
             receive_updates=receive_updates,
+            catch_up=resumes,  # getDifference from the restored state once connected
         )
         self._handler: AccountUpdateHandler | None = None
         self._listening = False
@@ -429,6 +432,23 @@ class TelethonAccountClient:
 
     def session_string(self) -> str:
         return "" if self._logged_out else dump_session(self._client.session)
+
+    def update_state(self) -> dict[str, Any] | None:
+        """`UpdateStateful`: Telethon's message box position (pts, qts, date, seq and each
+        channel's pts). It advances when Telethon has read an update, which may be before our
+        handler finished with it: the account runtime stores the state of one heartbeat earlier."""
+        box = getattr(self._client, "_message_box", None)
+        if box is None or box.is_empty():
+            return None
+        state, channels = box.session_state()
+        date = state.get("date")
+        return {
+            "pts": int(state["pts"]),
+            "qts": int(state["qts"]),
+            "date": int(date.timestamp()) if isinstance(date, datetime) else int(date or 0),
+            "seq": int(state["seq"]),
+            "channels": {str(k): int(v) for k, v in channels.items()},
+        }
 
     async def log_out(self) -> None:
         try:
@@ -549,6 +569,29 @@ class TelethonAccountClient:
         update = account_update(event)
         if handler is not None and update is not None:
             await handler(*update)
+
+
+def restore_update_state(session: Any, state: dict[str, Any] | None) -> bool:
+    """Put a stored `update_state()` into a Telethon session, as Telethon's own session files
+    keep it, so the client catches up from there on connect. True when there was one."""
+    if not state or not isinstance(state.get("pts"), int) or state["pts"] <= 0:
+        return False
+    date = datetime.fromtimestamp(int(state.get("date") or 0), UTC)
+    session.set_update_state(
+        0,
+        types.updates.State(
+            pts=int(state["pts"]),
+            qts=int(state.get("qts") or 0),
+            date=date,
+            seq=int(state.get("seq") or 0),
+            unread_count=0,
+        ),
+    )
+    for channel_id, pts in (state.get("channels") or {}).items():
+        session.set_update_state(
+            int(channel_id), types.updates.State(pts=int(pts), qts=0, date=date, seq=0, unread_count=0)
+        )
+    return True
 
 
 def auth_phone(phone: str) -> str:
