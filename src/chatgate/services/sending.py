@@ -31,6 +31,7 @@ from chatgate.store.repositories.jobs import new_job
 from chatgate.workers.queue import QueueItem
 
 _UNSENDABLE = {IntegrationStatus.DISABLED, IntegrationStatus.NEEDS_REAUTH}
+_TELEGRAM = {"telegram_bot", "telegram_user"}
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,15 @@ class SendService:
             elif request.integration_id and request.to:
                 chosen = await IntegrationRepository(session, tenant_id).get(request.integration_id)
                 to = recipient_address(chosen.kind, chosen.config, request.to)  # as inbound spells it
+                kind = request.to_kind
+                if kind == ConversationKind.PRIVATE and chosen.kind in _TELEGRAM and to.startswith("-"):
+                    kind = ConversationKind.GROUP  # Telegram: negative chat ids are groups and channels
                 contact_id = None
-                if request.to_kind == ConversationKind.PRIVATE:
+                if kind == ConversationKind.PRIVATE:
                     contact, _ = await conversations.upsert_contact(request.integration_id, Party(to), now)
                     contact_id = contact.id
                 conversation, _ = await conversations.upsert_conversation(
-                    request.integration_id, ChatRef(to, request.to_kind), contact_id, now
+                    request.integration_id, ChatRef(to, kind), contact_id, now
                 )
             else:
                 raise InvalidInput("say where to send: 'conversation_id', or 'integration_id' with 'to'")
