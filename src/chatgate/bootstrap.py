@@ -129,6 +129,10 @@ class Container:
         key_provider: KeyProvider | None = None,
         account_clients: AccountClientFactory | None = None,
     ) -> None:
+        if account_clients is None and settings.telegram_account_sandbox_url:
+            from chatgate.providers.telegram_user.remote import remote_factory
+
+            account_clients = remote_factory(settings.telegram_account_sandbox_url)
         self.account_clients = account_clients or telethon_factory(settings)
         self.settings = settings
         self.clock = clock

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     telegram_account_lease_seconds: float = Field(20.0, ge=3, le=120)
     telegram_account_scan_interval_seconds: float = Field(5.0, gt=0)
     telegram_qr_login_minutes: float = Field(5.0, gt=0, le=60)
+    telegram_account_sandbox_url: str | None = Field(
+        None, description="Run user accounts against the accounts sandbox (demo/tests) instead of Telegram"
+    )
     whatsapp_seed_integration_id: str | None = Field(
         None, description="The WhatsApp Cloud integration behind seed 003's /api/whatsapp/* endpoints"
     )
