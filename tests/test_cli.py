@@ -229,6 +229,19 @@ def test_demo_mode_connects_a_sandbox_bot_and_receives_its_messages(tmp_path: Pa
                 texts += [m["text"] for m in page.json()["data"]]
             time.sleep(0.3)
         assert "hello from the sandbox" in texts
+
+        # A Telegram user account logs in against the accounts sandbox (phone → code → active).
+        accounts = f"http://127.0.0.1:{sandbox_port + 3}"
+        assert httpx.post(f"{accounts}/sandbox/accounts", json={"phone": "+15550003333"}).status_code == 200
+        login = httpx.post(f"{base}/v1/telegram/accounts", json={"phone": "+15550003333"}, headers=headers)
+        assert login.status_code == 201, login.text
+        assert login.json()["login"]["state"] == "code_sent"
+        code = httpx.get(f"{accounts}/sandbox/code", params={"phone": "+15550003333"}).json()["code"]
+        done = httpx.post(
+            f"{base}/v1/telegram/accounts/{login.json()['id']}/code", json={"code": code}, headers=headers
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "active"
     finally:
         process.terminate()
         try:

@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update=sandboxes.settings())
         print(
             f"demo mode: provider sandboxes on {sandboxes.telegram} (Telegram), {sandboxes.graph} (Graph), "
-            f"{sandboxes.twilio} (Twilio); no real provider is called",
+            f"{sandboxes.twilio} (Twilio), {sandboxes.accounts} (Telegram accounts); no real provider is called",
             file=sys.stderr,
         )
     container = Container(settings)
@@ -219,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sandbox-port", type=int, default=8900, help="first sandbox port in demo mode")
     serve.set_defaults(func=cmd_serve)
 
-    sandbox = sub.add_parser("sandbox", help="run the provider sandboxes (Telegram, Graph, Twilio)")
+    sandbox = sub.add_parser("sandbox", help="run the provider sandboxes (Telegram, Graph, Twilio, accounts)")
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8900, help="Telegram; Graph and Twilio on the next two")
+    sandbox.add_argument(
+        "--port", type=int, default=8900, help="Telegram; Graph, Twilio, accounts on the next three"
+    )
     sandbox.set_defaults(func=cmd_sandbox)
 
     sub.add_parser("worker", help="run background workers only").set_defaults(func=cmd_worker)

@@ -1,4 +1,4 @@
-"""Run the provider sandboxes (Telegram Bot API, Meta Graph API, Twilio) on local ports.
+"""Run the provider sandboxes (Telegram Bot API, Meta Graph API, Twilio, Telegram accounts).
 
 `chatgate sandbox` runs them alone; `chatgate serve --demo` runs them beside the API and points
 the provider base URLs at them, so every flow works on a laptop without real accounts.
@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from chatgate.sandbox.graph_api import SandboxGraphApi
+from chatgate.sandbox.telegram_accounts import SandboxTelegramAccounts
 from chatgate.sandbox.telegram_bot_api import SandboxBotApi
 from chatgate.sandbox.twilio_api import SandboxTwilioApi
 
@@ -23,6 +24,7 @@ class SandboxUrls:
     telegram: str
     graph: str
     twilio: str
+    accounts: str
 
     def settings(self) -> dict[str, str]:
         """The CHATGATE_* overrides that point chatgate at these sandboxes."""
@@ -30,6 +32,7 @@ class SandboxUrls:
             "telegram_api_base": self.telegram,
             "graph_api_base": self.graph,
             "twilio_api_base": self.twilio,
+            "telegram_account_sandbox_url": self.accounts,
         }
 
 
@@ -38,11 +41,12 @@ def sandbox_apps() -> dict[str, Any]:
         "telegram": SandboxBotApi().app,
         "graph": SandboxGraphApi().app,
         "twilio": SandboxTwilioApi().app,
+        "accounts": SandboxTelegramAccounts().app,
     }
 
 
 async def serve_sandboxes(host: str, base_port: int, stop: asyncio.Event | None = None) -> None:
-    """Telegram on base_port, Graph on base_port + 1, Twilio on base_port + 2, until `stop`."""
+    """Telegram Bot API on base_port, Graph + 1, Twilio + 2, Telegram accounts + 3, until `stop`."""
     servers = [
         uvicorn.Server(
             uvicorn.Config(
@@ -60,9 +64,7 @@ async def serve_sandboxes(host: str, base_port: int, stop: asyncio.Event | None 
 
 
 def urls(host: str, base_port: int) -> SandboxUrls:
-    return SandboxUrls(
-        f"http://{host}:{base_port}", f"http://{host}:{base_port + 1}", f"http://{host}:{base_port + 2}"
-    )
+    return SandboxUrls(*(f"http://{host}:{base_port + i}" for i in range(4)))
 
 
 def start_in_background(host: str, base_port: int) -> SandboxUrls:
