@@ -132,7 +132,7 @@ async def test_seed_001_connect_with_a_bot_token(seeds: Seeds) -> None:
     assert "is not a Telegram bot token" in malformed.json()["detail"]
     wrong = await api.client.post(
         "/api/integrations/telegram/connect",
-        json={"bot_token": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"},
+        json={"bot_token": "123456789:TESTnoSuchBotAtTheSandbox_000000"},
         headers=tenant.key_headers,
     )
     assert wrong.status_code == 422

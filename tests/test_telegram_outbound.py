@@ -7,11 +7,12 @@ chatgate calls the sandbox Bot API over real HTTP (docs/providers/telegram.md, "
 from __future__ import annotations
 
 import asyncio
-import base64
+import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import qrcode
 
 from chatgate.config import Settings
 from chatgate.providers.telegram.text import utf16_len
@@ -32,9 +33,15 @@ from tests.telegram_helpers import (
 # are not paced at Telegram's 1 message/s; the pacing itself is tested with its own stack below.
 FAST = {"telegram_bot": {"bot": [200, 50], "chat": [100, 20], "group": [100, 20]}}
 USER = 4242
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    qrcode.make("chatgate").save(buffer)  # any small, valid PNG
+    return buffer.getvalue()
+
+
+PNG = _png()
 
 
 @pytest.fixture(scope="module")
