@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from chatgate.domain.messages import ConversationKind
+
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 _PHONE = re.compile(r"\+?[0-9][0-9 ().-]{5,30}")
 _TWILIO_WHATSAPP = "whatsapp:"
@@ -56,6 +58,14 @@ def recipient_address(kind: str, config: Mapping[str, Any], to: str) -> str:
         if _PHONE.fullmatch(bare):
             return f"{_TWILIO_WHATSAPP}+{_digits(bare)}"
     return address
+
+
+def recipient_kind(kind: str, address: str) -> ConversationKind:
+    """What kind of chat a send's address names: Telegram's negative chat ids are groups and
+    channels; every other address is a private chat."""
+    if kind in ("telegram_bot", "telegram_user") and address.startswith("-"):
+        return ConversationKind.GROUP
+    return ConversationKind.PRIVATE
 
 
 def _digits(value: str) -> str:

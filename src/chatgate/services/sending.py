@@ -21,7 +21,7 @@ from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.domain.messages import ConversationKind, Direction, MessageStatus
-from chatgate.domain.windows import has_window, recipient_address, window_problem
+from chatgate.domain.windows import has_window, recipient_address, recipient_kind, window_problem
 from chatgate.services.fanout import Publish
 from chatgate.store.db import Database
 from chatgate.store.models import IdempotencyKey, Message
@@ -31,7 +31,6 @@ from chatgate.store.repositories.jobs import new_job
 from chatgate.workers.queue import QueueItem
 
 _UNSENDABLE = {IntegrationStatus.DISABLED, IntegrationStatus.NEEDS_REAUTH}
-_TELEGRAM = {"telegram_bot", "telegram_user"}
 
 
 @dataclass(frozen=True)
@@ -123,8 +122,8 @@ class SendService:
                 chosen = await IntegrationRepository(session, tenant_id).get(request.integration_id)
                 to = recipient_address(chosen.kind, chosen.config, request.to)  # as inbound spells it
                 kind = request.to_kind
-                if kind == ConversationKind.PRIVATE and chosen.kind in _TELEGRAM and to.startswith("-"):
-                    kind = ConversationKind.GROUP  # Telegram: negative chat ids are groups and channels
+                if kind == ConversationKind.PRIVATE:
+                    kind = recipient_kind(chosen.kind, to)
                 contact_id = None
                 if kind == ConversationKind.PRIVATE:
                     contact, _ = await conversations.upsert_contact(request.integration_id, Party(to), now)
