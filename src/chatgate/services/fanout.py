@@ -48,8 +48,8 @@ class EventNotifier:
             return True
         condition = self._conditions[tenant_id]
         try:
-            async with condition:
-                await asyncio.wait_for(condition.wait(), seconds)
+            async with asyncio.timeout(seconds), condition:
+                await condition.wait()
         except TimeoutError:
             return False
         return True

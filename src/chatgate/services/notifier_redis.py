@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from chatgate.services.fanout import EventNotifier
+from chatgate.workers.pause import wait_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ class RedisEventBridge:
                 log.warning(
                     "Redis event subscription failed (%s); retrying in %.1f s", type(exc).__name__, backoff
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                await wait_until_stopped(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
                 with contextlib.suppress(RedisError, OSError):

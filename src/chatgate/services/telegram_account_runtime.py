@@ -44,6 +44,7 @@ from chatgate.store.models import Conversation, Integration, Message
 from chatgate.store.repositories.channels import ChannelRepository
 from chatgate.store.repositories.integrations import IntegrationRepository, IntegrationRouting
 from chatgate.store.repositories.leases import LeaseStore
+from chatgate.workers.pause import wait_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ class AccountRuntime:
                     await self.scan()
                 except Exception:
                     log.exception("scanning for Telegram accounts failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.scan_interval)
+                await wait_until_stopped(stop, self.scan_interval)
         finally:
             await self.stop_all()
 

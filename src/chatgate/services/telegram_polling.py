@@ -8,7 +8,6 @@ next getUpdates confirms it with `offset`, so a crash re-reads updates and store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from datetime import timedelta
@@ -23,6 +22,7 @@ from chatgate.services.ingest import IngestWriter
 from chatgate.services.telegram_bots import ALLOWED_UPDATES, TelegramBots
 from chatgate.store.models import Integration
 from chatgate.store.repositories.integrations import IntegrationRouting
+from chatgate.workers.pause import wait_until_stopped
 
 log = logging.getLogger(__name__)
 _SCAN_PAGE = 2000
@@ -66,8 +66,7 @@ class TelegramPoller:
                     await self.scan()
                 except Exception:
                     log.exception("scanning for polling-mode bots failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.scan_interval)
+                await wait_until_stopped(stop, self.scan_interval)
         finally:
             await self.stop_all()
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from chatgate.domain.errors import ChatgateError
 from chatgate.workers.fair import FairScheduler
+from chatgate.workers.pause import wait_until_stopped
 from chatgate.workers.sweeper import Sweeper
 
 if TYPE_CHECKING:
@@ -51,10 +52,7 @@ async def _loop(job: PeriodicJob, stop: asyncio.Event) -> None:
             log.warning("job %s failed: %s", job.name, exc.message)
         except Exception:
             log.exception("job %s crashed; it runs again next interval", job.name)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=job.interval_seconds)
-        except TimeoutError:
-            continue
+        await wait_until_stopped(stop, job.interval_seconds)
 
 
 async def run_workers(container: Container, stop: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.store.db import Database
 from chatgate.store.repositories.jobs import JobStore
+from chatgate.workers.pause import wait_until_stopped
 from chatgate.workers.queue import QueueItem, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,4 @@ class Sweeper:
                     log.debug("sweeper re-dispatched %d jobs", published)
             except SQLAlchemyError as exc:
                 log.warning("sweeper could not read jobs: %s", type(exc).__name__)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except TimeoutError:
-                continue
+            await wait_until_stopped(stop, self.interval)
