@@ -170,5 +170,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid`'s main thread: the event loop, which caps an asyncio server."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -255,6 +256,8 @@ def profile_during(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
             str(max(1, int(seconds))),
             "--rate",
             "200",
+            *(["--native"] if os.environ.get("BENCH_NATIVE") else []),
+            *(["--idle"] if os.environ.get("BENCH_IDLE") else []),
             "--format",
             "raw",
             "--output",
@@ -488,6 +491,21 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
+def _loop_cpu(pid: int) -> float:
+    from common import main_thread_cpu_seconds
+
+    try:
+        return main_thread_cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this script's finished children (wrk, once `run_wrk` returns)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def ingest_chatgate(
     args: argparse.Namespace,
     work: Path,
@@ -535,9 +553,10 @@ def ingest_chatgate(
             profiler = profile_during(
                 proc.pid, args.duration - 1, args.profile / f"ingest-{db}-{round_index}.txt"
             )
-        cpu0 = _cpu(proc.pid)
+        cpu0, loop0, wrk0 = _cpu(proc.pid), _loop_cpu(proc.pid), _children_cpu()
         result = run_wrk(url, main, args.duration, args)
         cpu = _cpu(proc.pid) - cpu0
+        loop_cpu, wrk_cpu = _loop_cpu(proc.pid) - loop0, _children_cpu() - wrk0
         if profiler is not None:
             profiler.wait(60)
         time.sleep(0.5)  # let in-flight commits land before counting
@@ -556,7 +575,8 @@ def ingest_chatgate(
     log(
         f"  chatgate/{db}: {fmt_int(rate)} stored/s; 200s {result['ok']:,}, rows {stored:,}, "
         f"non-200 {result['non_2xx']:,}, socket errors {result['socket_errors']:,}, "
-        f"server CPU {cpu / result['seconds']:.2f} cores, {result['rows_per_commit']:.1f} rows per ingest commit"
+        f"server CPU {cpu / result['seconds']:.2f} cores (event loop thread {loop_cpu / result['seconds']:.2f}), "
+        f"wrk {wrk_cpu / result['seconds']:.2f} cores, {result['rows_per_commit']:.1f} rows per ingest commit"
     )
     return IngestResult(f"chatgate-{db}", rate, result, stored=stored, cpu=cpu)
 

@@ -63,6 +63,23 @@ def chatgate_app() -> Any:
     return create_app(container)
 
 
+def thread_cpu() -> str:
+    """CPU seconds per thread of this process (Linux /proc), e.g. `main=12.1 python-4242=3.2`."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat, open(f"/proc/self/task/{task}/comm") as comm:
+                fields = stat.read().rsplit(")", 1)[1].split()
+                name = "main" if int(task) == os.getpid() else f"{comm.read().strip()}-{task}"
+        except OSError:
+            continue
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return " ".join(f"{name}={seconds:.1f}" for name, seconds in sorted(found.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
     import uvicorn
 
@@ -75,8 +92,12 @@ def main() -> None:
         help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)",
     )
     args = parser.parse_args()
+    import os
+    if os.environ.get('BENCH_SWITCH'):
+        args.switch_interval = float(os.environ['BENCH_SWITCH'])
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+        print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
     app = chatgate_app() if args.app == "chatgate" else bare_app
     config = uvicorn.Config(
         app,
@@ -97,6 +118,7 @@ def main() -> None:
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
+            print(f"BENCH_THREAD_CPU {thread_cpu()}", flush=True)
             if CONTAINER:
                 # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
                 batches = getattr(CONTAINER[0].ingest, "batches", None)

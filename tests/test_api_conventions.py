@@ -149,3 +149,19 @@ def test_ids_sort_in_creation_order_within_a_millisecond() -> None:
     made = [new_id("x") for _ in range(5000)]
     assert made == sorted(made)
     assert len(set(made)) == len(made)
+
+
+def test_ids_are_the_ulid_text_of_their_value() -> None:
+    """The table-driven encoder spells exactly what python-ulid spells (lower case)."""
+    import secrets
+
+    from ulid import ULID
+
+    from chatgate.domain.ids import _encode, new_id
+
+    for value in [0, 1, 2**128 - 1, *(secrets.randbits(128) for _ in range(2000))]:
+        assert _encode(value) == str(ULID.from_int(value)).lower()
+    made = new_id("raw")
+    assert made.startswith("raw_")
+    assert len(made) == 30
+    assert ULID.from_str(made.removeprefix("raw_").upper()).timestamp > 1.7e9

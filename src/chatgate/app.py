@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from chatgate import __version__
 from chatgate.api.audit import AuditMiddleware
 from chatgate.api.errors import install_error_handlers
-from chatgate.api.inbound_fast import InboundFastPath
+from chatgate.api.inbound_fast import InboundFastPath, inbound_target
 from chatgate.api.middleware import RequestContextMiddleware
 from chatgate.api.ratelimit import IpRateLimitMiddleware
 from chatgate.api.routes import (
@@ -51,6 +52,19 @@ Lists use cursor pagination: pass `next_cursor` back as `cursor`.
 """
 
 
+class ChatgateApi(FastAPI):
+    """FastAPI, except that provider webhooks are served before the framework sees them."""
+
+    inbound: InboundFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = inbound_target(scope) if self.inbound is not None else None
+        if target is not None and self.inbound is not None:
+            await self.inbound.serve(scope, receive, send, *target)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +92,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             if manage_lifecycle:
                 await container.aclose()
 
-    app = FastAPI(
+    app = ChatgateApi(
         title="chatgate",
         version=__version__,
         description=DESCRIPTION,
@@ -138,6 +152,6 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         max_body_bytes=settings.max_body_bytes,
         upload_limits={"/v1/media": settings.max_upload_bytes},
     )
-    # Outermost: provider webhooks skip the framework entirely (see api/inbound_fast.py).
-    app.add_middleware(InboundFastPath, gateway=container.inbound, metrics=container.metrics)
+    # Provider webhooks skip the framework entirely (see api/inbound_fast.py).
+    app.inbound = InboundFastPath(gateway=container.inbound, metrics=container.metrics)
     return app

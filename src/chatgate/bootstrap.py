@@ -208,7 +208,7 @@ class Container:
             self.db,
             self.queue.publish,
             self.clock,
-            sqlite_store=SqliteIngestStore(embedded_file) if embedded_file else None,
+            sqlite_store=SqliteIngestStore(embedded_file, clock=self.clock) if embedded_file else None,
         )
         self.inbound = InboundGateway(
             self.integration_cache, self.adapters, self.ingest, self.contexts, self.clock, self.metrics

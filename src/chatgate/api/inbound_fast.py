@@ -1,8 +1,9 @@
 """The inbound hot path as plain ASGI, in front of the framework.
 
 Provider webhooks are the one endpoint that must keep up with whatever providers send, so
-`POST /in/{kind}/{public_id}` skips routing, dependency injection and the generic middleware
-stack, and does only its job: read the bytes, authenticate, store, answer. It serves the
+`POST /in/{kind}/{public_id}` skips routing, dependency injection, the generic middleware
+stack and the framework's own per-request work (`ChatgateApi.__call__` hands it here first),
+and does only its job: read the bytes, authenticate, store, answer. It serves the
 same `InboundGateway` as the documented FastAPI route, which remains for the OpenAPI
 document and as the fallback for any other method.
 """
@@ -14,7 +15,7 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from chatgate.api.errors import status_for
 from chatgate.domain.errors import ChatgateError
@@ -32,24 +33,33 @@ def _json(status: int, body: dict[str, object]) -> tuple[int, bytes, bytes]:
     return status, json.dumps(body, separators=(",", ":")).encode(), content_type
 
 
+# The two answers nearly every provider request gets, encoded once.
+_STORED_BODY: dict[str, object] = {"ok": True, "duplicate": False}
+_DUPLICATE_BODY: dict[str, object] = {"ok": True, "duplicate": True}
+_STORED = _json(200, _STORED_BODY)
+_DUPLICATE = _json(200, _DUPLICATE_BODY)
+
+
+def inbound_target(scope: Scope) -> tuple[str, str] | None:
+    """(kind, public_id) when `scope` is a provider webhook POST this path serves."""
+    if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/in/"):
+        return None
+    parts = scope["path"].split("/")
+    if len(parts) != 4 or not parts[2] or not parts[3]:
+        return None
+    return parts[2], parts[3]
+
+
 class InboundFastPath:
-    def __init__(self, app: ASGIApp, *, gateway: InboundGateway, metrics: ApiMetrics) -> None:
-        self.app = app
+    def __init__(self, *, gateway: InboundGateway, metrics: ApiMetrics) -> None:
         self.gateway = gateway
         self.metrics = metrics
-        self._total = metrics.request_total
         self._duration = metrics.request_duration.labels("POST", ROUTE)
+        self._ok_total = metrics.request_total.labels("POST", ROUTE, "200")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/in/"):
-            await self.app(scope, receive, send)
-            return
-        parts = scope["path"].split("/")
-        if len(parts) != 4 or not parts[2] or not parts[3]:
-            await self.app(scope, receive, send)
-            return
+    async def serve(self, scope: Scope, receive: Receive, send: Send, kind: str, public_id: str) -> None:
         started = time.perf_counter()
-        status, body, content_type = await self._handle(scope, receive, parts[2], parts[3])
+        status, body, content_type = await self._handle(scope, receive, kind, public_id)
         await send(
             {
                 "type": "http.response.start",
@@ -59,7 +69,10 @@ class InboundFastPath:
         )
         await send({"type": "http.response.body", "body": body})
         self._duration.observe(time.perf_counter() - started)
-        self._total.labels("POST", ROUTE, str(status)).inc()
+        if status == 200:
+            self._ok_total.inc()
+            return
+        self.metrics.request_total.labels("POST", ROUTE, str(status)).inc()
         if status >= 400:
             self.metrics.request_error_total.labels("POST", ROUTE, str(status)).inc()
 
@@ -97,6 +110,10 @@ class InboundFastPath:
             return _json(
                 500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"}
             )
+        if outcome.status == 200 and outcome.body == _STORED_BODY:
+            return _STORED
+        if outcome.status == 200 and outcome.body == _DUPLICATE_BODY:
+            return _DUPLICATE
         return _json(outcome.status, outcome.body)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import secrets as _secrets
 from collections.abc import Mapping, Sequence
@@ -82,13 +83,19 @@ def parse_secret(value: str) -> WebhookSecret:
     return WebhookSecret(key)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(value: str) -> WebhookSecret:
+    # Verification runs on every inbound request with the same few stored secrets.
+    return parse_secret(value)
+
+
 def _as_secret(secret: Secret) -> WebhookSecret:
-    return secret if isinstance(secret, WebhookSecret) else parse_secret(secret)
+    return secret if isinstance(secret, WebhookSecret) else _parsed(secret)
 
 
 def _as_secret_list(secrets: Secrets) -> list[WebhookSecret]:
     # A str is itself a Sequence[str]; never iterate it character by character.
-    items = [secrets] if isinstance(secrets, WebhookSecret | str) else list(secrets)
+    items = [secrets] if isinstance(secrets, (WebhookSecret, str)) else list(secrets)
     if not items:
         raise InvalidInput("at least one webhook secret is required")
     return [_as_secret(s) for s in items]

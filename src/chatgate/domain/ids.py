@@ -19,7 +19,14 @@ _last_random = 0
 _RANDOM_BITS = 80
 
 
-def _next_ulid() -> ULID:
+# Crockford base32 (ULID's alphabet, lower case), two characters per 10 bits: ids are made on
+# every inbound request, and a table lookup per pair is several times faster than the library.
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
+def _next_value() -> int:
+    """The next 128-bit ULID value: 48 bits of milliseconds, 80 bits random-then-incremented."""
     global _last_ms, _last_random
     with _lock:
         now_ms = time.time_ns() // 1_000_000
@@ -27,11 +34,21 @@ def _next_ulid() -> ULID:
             _last_ms, _last_random = now_ms, secrets.randbits(_RANDOM_BITS - 1)  # headroom to increment
         else:
             _last_random += 1
-        return ULID.from_bytes(_last_ms.to_bytes(6, "big") + _last_random.to_bytes(10, "big"))
+        return (_last_ms << _RANDOM_BITS) | _last_random
+
+
+def _encode(value: int) -> str:
+    """The 26-character ULID text of a 128-bit value (13 pairs cover 130 bits; the top 2 are 0)."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 0x3FF] for shift in range(120, -1, -10)])
+
+
+def _next_ulid() -> ULID:
+    return ULID.from_int(_next_value())
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{str(_next_ulid()).lower()}"
+    return f"{prefix}_{_encode(_next_value())}"
 
 
 def new_public_id() -> str:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
-from chatgate.services.ingest_sqlite import SqliteIngestStore
+from chatgate.services.ingest_sqlite import SqliteIngestStore, Stored, StoreFailed
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -41,13 +41,18 @@ def headers_to_keep(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in _KEEP_HEADERS_EXCLUDED}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     raw: dict[str, object]
-    future: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[bool]
 
 
 class IngestWriter:
+    """Groups concurrent submissions into one commit: while a batch is being stored, new
+    submissions collect in a list, and the next batch takes them all when the commit is done.
+    A submission costs a future and an append; the batch, not each request, pays for the hop to
+    the store and back (no queue and no task per request)."""
+
     def __init__(
         self,
         db: Database,
@@ -62,23 +67,31 @@ class IngestWriter:
         self.publish = publish
         self.clock = clock
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.batches = 0
-        self._publishing: set[asyncio.Task[None]] = (
-            set()
-        )  # for the benchmark: how many commits served how many events
+        self._waiting: list[_Pending] = []
+        self._storing: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+        self._closed = False
+        self._batches = 0
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    @property
+    def batches(self) -> int:
+        """Commits made so far (the benchmark divides rows by this)."""
+        return self._batches + (self.sqlite_store.batches if self.sqlite_store is not None else 0)
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ingest-writer")
+        self._closed = False
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._closed = True
+        while self._storing is not None and not self._storing.done():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await asyncio.shield(self._storing)
+        error = ServiceUnavailable("the server is shutting down; retry")
+        for item in self._waiting:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._waiting.clear()
         if self.sqlite_store is not None:
             await asyncio.to_thread(self.sqlite_store.close)
 
@@ -93,54 +106,84 @@ class IngestWriter:
         body: bytes,
     ) -> bool:
         """Store one raw event; True when new, False for a duplicate. Raises ServiceUnavailable."""
-        if self._task is None:
-            await self.start()
-        pending = _Pending(
-            {
-                "id": new_id("raw"),
-                "tenant_id": tenant_id,
-                "integration_id": integration_id,
-                "kind": kind,
-                "provider_event_id": provider_event_id,
-                "headers": headers_to_keep(headers),
-                "body": body,
-                "status": "pending",
-            }
-        )
-        await self._queue.put(pending)
+        if self._closed:
+            raise ServiceUnavailable("the server is shutting down; retry")
+        raw: dict[str, object] = {
+            "id": new_id("raw"),
+            "tenant_id": tenant_id,
+            "integration_id": integration_id,
+            "kind": kind,
+            "provider_event_id": provider_event_id,
+            "headers": headers_to_keep(headers),
+            "body": body,
+            "status": "pending",
+        }
+        if self.sqlite_store is not None:
+            return await self._submit_embedded(self.sqlite_store, raw)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(raw, loop.create_future())
+        self._waiting.append(pending)
+        if self._storing is None and not self._flush_scheduled:
+            # Let every request that is ready in this turn of the loop join the batch.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return await pending.future
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                stored = await self._store(batch)
-            except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
-                log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
-                error = ServiceUnavailable("the event could not be stored; retry")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
+    async def _submit_embedded(self, store: SqliteIngestStore, raw: dict[str, object]) -> bool:
+        if store.on_stored is None:
+            store.on_stored = self._publish_stored
+        try:
+            return await store.submit(raw)
+        except StoreFailed:
+            raise ServiceUnavailable("the event could not be stored; retry") from None
+
+    def _publish_stored(self, stored: Stored) -> None:
+        self._publish({raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in stored})
+
+    def _publish(self, stored: dict[str, QueueItem]) -> None:
+        # Publishing is best effort (the sweeper covers losses); a slow broker must not
+        # delay the next batch's acknowledgements.
+        task: asyncio.Task[None] = asyncio.ensure_future(self.publish("inbound", list(stored.values())))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._storing is not None or not self._waiting:
+            return
+        batch = self._waiting[: self.max_batch]
+        del self._waiting[: self.max_batch]
+        self._storing = asyncio.ensure_future(self._store_batch(batch))
+        self._storing.add_done_callback(self._stored)
+
+    def _stored(self, _: asyncio.Task[None]) -> None:
+        self._storing = None
+        if self._waiting:
+            self._flush()
+
+    async def _store_batch(self, batch: list[_Pending]) -> None:
+        try:
+            stored = await self._store(batch)
+        except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
+            log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
+            error = ServiceUnavailable("the event could not be stored; retry")
             for item in batch:
                 if not item.future.done():
-                    item.future.set_result(item.raw["id"] in stored)
-            if stored:
-                # Publishing is best effort (the sweeper covers losses); a slow broker must not
-                # delay the next batch's acknowledgements.
-                task: asyncio.Task[None] = asyncio.ensure_future(
-                    self.publish("inbound", list(stored.values()))
-                )
-                self._publishing.add(task)
-                task.add_done_callback(self._publishing.discard)
+                    item.future.set_exception(error)
+            return
+        except BaseException:
+            error = ServiceUnavailable("the event could not be stored; retry")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            raise
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(item.raw["id"] in stored)
+        if stored:
+            self._publish(stored)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
-        if self.sqlite_store is not None:
-            self.batches += 1
-            fresh = await self.sqlite_store.store([p.raw for p in batch], self.clock())
-            return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
         try:
             return await self._store_together(batch)
         except IntegrityError:
@@ -154,7 +197,7 @@ class IngestWriter:
 
     async def _store_together(self, batch: list[_Pending]) -> dict[str, QueueItem]:
         now = self.clock()
-        self.batches += 1
+        self._batches += 1
         async with self.db.transaction() as session:
             keys = {(str(p.raw["integration_id"]), str(p.raw["provider_event_id"])) for p in batch}
             existing: set[tuple[str, str]] = set(
