@@ -256,8 +256,7 @@ def profile_during(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
             str(max(1, int(seconds))),
             "--rate",
             "200",
-            *(["--native"] if os.environ.get("BENCH_NATIVE") else []),
-            *(["--idle"] if os.environ.get("BENCH_IDLE") else []),
+            *(["--idle"] if os.environ.get("CHATGATE_BENCH_PROFILE_IDLE") else []),  # waits too
             "--format",
             "raw",
             "--output",

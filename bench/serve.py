@@ -92,9 +92,6 @@ def main() -> None:
         help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)",
     )
     args = parser.parse_args()
-    import os
-    if os.environ.get('BENCH_SWITCH'):
-        args.switch_interval = float(os.environ['BENCH_SWITCH'])
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
         print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
