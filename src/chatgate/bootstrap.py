@@ -48,6 +48,7 @@ from chatgate.services.fanout import EventHook, EventNotifier, Fanout
 from chatgate.services.inbound_gateway import InboundGateway
 from chatgate.services.inbound_processor import InboundProcessor
 from chatgate.services.ingest import IngestWriter
+from chatgate.services.ingest_postgres import PostgresIngestStore, asyncpg_dsn
 from chatgate.services.ingest_sqlite import SqliteIngestStore, sqlite_path
 from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.integrations import IntegrationService
@@ -204,11 +205,13 @@ class Container:
         )
         self.leases = LeaseStore(self.db)
         embedded_file = sqlite_path(s.effective_database_url)
+        postgres_dsn = asyncpg_dsn(s.effective_database_url)
         self.ingest = IngestWriter(
             self.db,
             self.queue.publish,
             self.clock,
             sqlite_store=SqliteIngestStore(embedded_file, clock=self.clock) if embedded_file else None,
+            postgres_store=PostgresIngestStore(postgres_dsn) if postgres_dsn else None,
         )
         self.inbound = InboundGateway(
             self.integration_cache, self.adapters, self.ingest, self.contexts, self.clock, self.metrics

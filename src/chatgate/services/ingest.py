@@ -16,12 +16,14 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import asyncpg
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
+from chatgate.services.ingest_postgres import PostgresIngestStore
 from chatgate.services.ingest_sqlite import SqliteIngestStore, Stored, StoreFailed
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
@@ -61,14 +63,19 @@ class IngestWriter:
         *,
         max_batch: int = 2000,
         sqlite_store: SqliteIngestStore | None = None,
+        postgres_store: PostgresIngestStore | None = None,
     ) -> None:
         self.db = db
         self.sqlite_store = sqlite_store
+        self.postgres_store = postgres_store
         self.publish = publish
         self.clock = clock
         self.max_batch = max_batch
         self._waiting: list[_Pending] = []
-        self._storing: asyncio.Task[None] | None = None
+        self._storing: set[asyncio.Task[None]] = set()
+        # PostgreSQL commits batches side by side (ON CONFLICT keeps them apart); the ORM path
+        # checks for duplicates before inserting, so it keeps to one batch at a time.
+        self.batches_in_flight = postgres_store.connections if postgres_store is not None else 1
         self._flush_scheduled = False
         self._closed = False
         self._batches = 0
@@ -84,9 +91,9 @@ class IngestWriter:
 
     async def aclose(self) -> None:
         self._closed = True
-        while self._storing is not None and not self._storing.done():
+        while self._storing:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._storing)
+                await asyncio.shield(next(iter(self._storing)))
         error = ServiceUnavailable("the server is shutting down; retry")
         for item in self._waiting:
             if not item.future.done():
@@ -94,6 +101,8 @@ class IngestWriter:
         self._waiting.clear()
         if self.sqlite_store is not None:
             await asyncio.to_thread(self.sqlite_store.close)
+        if self.postgres_store is not None:
+            await self.postgres_store.aclose()
 
     async def submit(
         self,
@@ -123,7 +132,7 @@ class IngestWriter:
         loop = asyncio.get_running_loop()
         pending = _Pending(raw, loop.create_future())
         self._waiting.append(pending)
-        if self._storing is None and not self._flush_scheduled:
+        if len(self._storing) < self.batches_in_flight and not self._flush_scheduled:
             # Let every request that is ready in this turn of the loop join the batch.
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -149,22 +158,29 @@ class IngestWriter:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._storing is not None or not self._waiting:
+        if len(self._storing) >= self.batches_in_flight or not self._waiting:
             return
         batch = self._waiting[: self.max_batch]
         del self._waiting[: self.max_batch]
-        self._storing = asyncio.ensure_future(self._store_batch(batch))
-        self._storing.add_done_callback(self._stored)
+        task = asyncio.ensure_future(self._store_batch(batch))
+        self._storing.add(task)
+        task.add_done_callback(self._stored)
 
-    def _stored(self, _: asyncio.Task[None]) -> None:
-        self._storing = None
+    def _stored(self, task: asyncio.Task[None]) -> None:
+        self._storing.discard(task)
         if self._waiting:
             self._flush()
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
         try:
             stored = await self._store(batch)
-        except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
+        except (
+            SQLAlchemyError,
+            OSError,
+            sqlite3.Error,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
             error = ServiceUnavailable("the event could not be stored; retry")
             for item in batch:
@@ -184,6 +200,8 @@ class IngestWriter:
             self._publish(stored)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
+        if self.postgres_store is not None:
+            return await self._store_postgres(self.postgres_store, batch)
         try:
             return await self._store_together(batch)
         except IntegrityError:
@@ -194,6 +212,21 @@ class IngestWriter:
                 with contextlib.suppress(IntegrityError):
                     stored.update(await self._store_together([item]))
             return stored
+
+    async def _store_postgres(
+        self, store: PostgresIngestStore, batch: list[_Pending]
+    ) -> dict[str, QueueItem]:
+        self._batches += 1
+        try:
+            fresh = await store.store([p.raw for p in batch], self.clock())
+        except asyncpg.IntegrityConstraintViolationError:
+            # Not a duplicate (those are answered by ON CONFLICT) but e.g. an integration deleted
+            # meanwhile: store the others one by one, so one event cannot fail its neighbours.
+            fresh = []
+            for item in batch:
+                with contextlib.suppress(asyncpg.IntegrityConstraintViolationError):
+                    fresh.extend(await store.store([item.raw], self.clock()))
+        return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
 
     async def _store_together(self, batch: list[_Pending]) -> dict[str, QueueItem]:
         now = self.clock()

@@ -1,4 +1,4 @@
-"""The embedded ingest store's group commits: every submission gets its own true answer."""
+"""The ingest stores' group commits: every submission gets its own true answer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sqlite3
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
 from chatgate.services.ingest_sqlite import SqliteIngestStore, StoreFailed, sqlite_path
+from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique
 from tests.webhook_helpers import webhook_integration
 
@@ -114,3 +116,50 @@ async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> Non
     finally:
         await asyncio.to_thread(writer.sqlite_store.close)
         writer.sqlite_store = working
+
+
+async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api: Api) -> None:
+    """Whatever the database (SQLite's writer thread, PostgreSQL's one-statement batch, the
+    generic path on MariaDB): concurrent submissions each learn whether they were new."""
+    writer = api.container.ingest
+    assert (writer.postgres_store is not None) == (api.backend == "postgresql")
+    assert (writer.sqlite_store is not None) == (api.backend == "sqlite")
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("w")
+
+    async def submit(event_id: str) -> bool:
+        return await api.container.ingest.submit(
+            tenant_id=tenant.id,
+            integration_id=integration["id"],
+            kind="webhook",
+            provider_event_id=event_id,
+            headers={"content-type": "application/json", "authorization": "Bearer secret"},
+            body=b'{"type":"message.received"}',
+        )
+
+    assert await submit(f"{tag}-0") is True
+    burst = [f"{tag}-{i}" for i in range(30)] * 2
+    answers = await asyncio.gather(*(submit(e) for e in burst))
+    new = [e for e, a in zip(burst, answers, strict=True) if a]
+    assert sorted(new) == sorted(f"{tag}-{i}" for i in range(1, 30))  # each new id once; -0 was stored before
+    async with api.container.db.sessions() as session:
+        rows = (
+            await session.execute(
+                select(RawEvent.id, RawEvent.headers, RawEvent.status, RawEvent.received_at).where(
+                    RawEvent.provider_event_id.like(f"{tag}-%")
+                )
+            )
+        ).all()
+        jobs = (
+            await session.execute(
+                select(func.count()).select_from(Job).where(Job.subject_id.in_([r.id for r in rows]))
+            )
+        ).scalar_one()
+    assert len(rows) == 30
+    assert jobs == 30
+    assert all(r.status == "pending" for r in rows)
+    assert all(
+        "authorization" not in r.headers and r.headers["content-type"] == "application/json" for r in rows
+    )
+    assert all(r.received_at.tzinfo is not None for r in rows)
