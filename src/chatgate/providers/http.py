@@ -7,6 +7,7 @@ reaches an error message: Telegram puts the bot token in the path, so errors nam
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,8 +90,7 @@ class ProviderHttp:
                 target,
                 json=json,
                 data=data,
-                headers=dict(headers or {}),
-                auth=aiohttp.BasicAuth(*auth) if auth else None,
+                headers=_with_basic_auth(headers, auth),
                 allow_redirects=True,
                 timeout=aiohttp.ClientTimeout(total=time_limit or self._timeout),
             ) as resp:
@@ -137,3 +137,13 @@ class ProviderHttp:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _with_basic_auth(headers: Mapping[str, str] | None, auth: tuple[str, str] | None) -> dict[str, str]:
+    """The request headers plus RFC 7617 Basic credentials (aiohttp deprecates its `auth=`;
+    it still drops an Authorization header when a redirect leaves the origin)."""
+    merged = dict(headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        merged["Authorization"] = f"Basic {token}"
+    return merged
