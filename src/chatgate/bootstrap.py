@@ -210,7 +210,9 @@ class Container:
             self.db,
             self.queue.publish,
             self.clock,
-            sqlite_store=SqliteIngestStore(embedded_file, clock=self.clock) if embedded_file else None,
+            sqlite_store=SqliteIngestStore(embedded_file, clock=self.clock, gate=self.db.write_gate)
+            if embedded_file
+            else None,
             postgres_store=PostgresIngestStore(postgres_dsn) if postgres_dsn else None,
         )
         self.inbound = InboundGateway(

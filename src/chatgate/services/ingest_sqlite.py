@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.ids import new_id
+from chatgate.store.sqlite_gate import SqliteWriteGate
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,16 @@ OnStored = Callable[[Stored], None]
 class SqliteIngestStore:
     """Owns the writer thread. `submit` is called on the event loop and answers there."""
 
-    def __init__(self, path: str, *, clock: Clock | None = None, max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Clock | None = None,
+        max_batch: int = 2000,
+        gate: SqliteWriteGate | None = None,
+    ) -> None:
         self.path = path
+        self.gate = gate or SqliteWriteGate()  # share the Database's, so its writers queue with ours
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_batch = max_batch
         self.batches = 0  # commits made, for the benchmark's rows-per-commit figure
@@ -180,7 +189,10 @@ class SqliteIngestStore:
                 batch.append(item)
             try:
                 connection = connection or _connect(self.path)
-                stored: Stored | BaseException = store_batch(connection, [s.row for s in batch], self.clock())
+                with self.gate.held():
+                    stored: Stored | BaseException = store_batch(
+                        connection, [s.row for s in batch], self.clock()
+                    )
                 self.batches += 1
             except Exception as exc:  # every waiting request must get an answer: a 503
                 log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)

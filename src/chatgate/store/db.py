@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatgate.domain.errors import ConfigurationError, ServiceUnavailable
+from chatgate.store.sqlite_gate import SqliteWriteGate
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy", "mysql+aiomysql")
 
@@ -43,6 +44,8 @@ class Database:
         if driver.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # SQLite has one writer: the process's write transactions queue at this gate.
+        self.write_gate = SqliteWriteGate() if driver.startswith("sqlite") else None
 
     @property
     def dialect(self) -> str:
@@ -51,7 +54,11 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session whose work commits on success and rolls back on any exception."""
-        async with self.sessions() as session, session.begin():
+        if self.write_gate is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self.write_gate.held_async(), self.sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> None:
@@ -63,3 +70,5 @@ class Database:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+        if self.write_gate is not None:
+            self.write_gate.close()
