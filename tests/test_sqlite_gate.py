@@ -75,3 +75,37 @@ def test_secret_cache_expires_and_stays_bounded() -> None:
         cache.put(("e", i), f"s{i}")
     assert cache.get(("e", 0)) is None
     assert cache.get(("e", 4)) == "s4"
+
+
+async def test_writers_go_in_arrival_order_so_the_ingest_thread_is_not_starved() -> None:
+    gate = SqliteWriteGate()
+    order: list[str] = []
+    try:
+        release = asyncio.Event()
+
+        async def first() -> None:
+            async with gate.held_async():
+                order.append("first")
+                await release.wait()
+
+        def ingest_thread() -> None:
+            with gate.held():
+                order.append("thread")
+
+        async def later_writer() -> None:
+            async with gate.held_async():
+                order.append("later")
+
+        holding = asyncio.create_task(first())
+        await asyncio.sleep(0.01)
+        thread = threading.Thread(target=ingest_thread)
+        thread.start()
+        await asyncio.sleep(0.05)  # the thread now waits for its turn
+        later = asyncio.create_task(later_writer())
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(holding, later)
+        await asyncio.to_thread(thread.join)
+    finally:
+        gate.close()
+    assert order == ["first", "thread", "later"]

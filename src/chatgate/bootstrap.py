@@ -322,6 +322,7 @@ class Container:
             max_attempts=s.send_max_attempts,
             metrics=SendMetrics(self.registry),
             lease=lease,
+            max_in_flight=s.worker_concurrency,
         )
 
     def event_hooks(self) -> list[EventHook]:
@@ -383,6 +384,7 @@ class Container:
         return probes
 
     async def aclose(self) -> None:
+        await self.send_worker.aclose()
         await self.telegram_accounts.aclose()
         await self.ingest.aclose()
         await self.queue.aclose()

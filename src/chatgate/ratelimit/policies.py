@@ -15,7 +15,8 @@ from chatgate.ratelimit.base import Limit
 DEFAULT_POLICIES: dict[str, dict[str, Limit]] = {
     # Telegram Bot API FAQ: about 1 message/s per chat (short bursts tolerated),
     # 20 messages/minute per group, about 30 messages/s per bot overall.
-    # Bursts are small so that no one-second window exceeds rate + burst.
+    # The send worker spends these through `within_budget`: no sliding second sees more than
+    # floor(rate), so a burst (capped at that) only lowers the sustained rate a little.
     "telegram_bot": {"bot": Limit(30, 3), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
     "telegram_user": {"account": Limit(20, 2), "chat": Limit(1, 3), "group": Limit(20 / 60, 3)},
     # WhatsApp Cloud API: 80 messages/s per business phone number by default.

@@ -8,6 +8,12 @@ Two modes:
 - per item (`handler`): any number of a tenant's items run at once (sending);
 - per tenant batch (`batch_handler`): a tenant's items run one batch at a time, in order, up to
   `max_batch` together (inbound processing: per-tenant order, one transaction per batch).
+
+Per item, a `prepare` step may run ahead of the executors: one task keeps up to `prefetch`
+items prepared, taking buffered items round-robin across tenants, up to `max_prepare` at a
+time, and prepares them together (sending claims and
+loads them in one transaction); executors then take prepared items, again round-robin across
+tenants. Items `prepare` does not return (not claimable) are dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +28,19 @@ from chatgate.workers.queue import Handler, QueueItem
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[QueueItem]], Awaitable[None]]
+Prepare = Callable[[list[QueueItem]], Awaitable[list[QueueItem]]]
+
+
+def _take_round_robin(queues: OrderedDict[str, deque[QueueItem]], limit: int) -> list[QueueItem]:
+    """Up to `limit` items, one per tenant per turn; a tenant with items left goes to the back."""
+    items: list[QueueItem] = []
+    while queues and len(items) < limit:
+        tenant = next(iter(queues))
+        queue = queues.pop(tenant)
+        items.append(queue.popleft())
+        if queue:
+            queues[tenant] = queue
+    return items
 
 
 class FairScheduler:
@@ -34,62 +53,95 @@ class FairScheduler:
         max_batch: int = 200,
         concurrency: int = 32,
         max_buffered: int = 100_000,
+        prepare: Prepare | None = None,
+        prefetch: int = 2048,
+        max_prepare: int = 512,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler or batch_handler")
+        if prepare is not None and batch_handler is not None:
+            raise ValueError("prepare works with a per-item handler only")
         self.name = name
         self.handler = handler
         self.batch_handler = batch_handler
+        self.prepare = prepare
+        self.prefetch = max(1, prefetch)
+        self.max_prepare = max(1, max_prepare)
         self.max_batch = max_batch if batch_handler is not None else 1
         self.concurrency = concurrency
         self.max_buffered = max_buffered
-        self._queues: OrderedDict[str, deque[QueueItem]] = OrderedDict()
+        self._queues: OrderedDict[str, deque[QueueItem]] = OrderedDict()  # offered, not yet prepared
         self._size = 0
+        self._ready: OrderedDict[str, deque[QueueItem]] = OrderedDict()  # prepared (with `prepare`)
+        self._ready_size = 0
+        self._preparing = 0
         self._busy_tenants: set[str] = set()
-        self._changed = asyncio.Condition()
+        # Conditions on one lock, each woken one waiter at a time: waking every idle executor
+        # for every item (notify_all) cost more CPU than a send itself.
+        self._lock = asyncio.Lock()
+        self._work = asyncio.Condition(self._lock)  # executors wait here for an item
+        self._space = asyncio.Condition(self._lock)  # `offer` waits here while the buffer is full
+        self._intake = asyncio.Condition(self._lock)  # the preparer waits here for items and room
         self._in_flight: set[str] = set()
 
     @property
     def buffered(self) -> int:
-        return self._size
+        return self._size + self._ready_size + self._preparing
 
     async def offer(self, item: QueueItem) -> None:
         """Buffer an item (waits while the buffer is full: back-pressure on the queue)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._size < self.max_buffered)
+        async with self._lock:
+            await self._space.wait_for(lambda: self._size < self.max_buffered)
             if item.job_id in self._in_flight:
                 return  # the same job is already waiting or running here
             self._in_flight.add(item.job_id)
             self._queues.setdefault(item.tenant_id, deque()).append(item)
             self._size += 1
-            self._changed.notify_all()
+            if self.prepare is not None:
+                self._intake.notify(1)
+            else:
+                self._work.notify(1)
+
+    # ------------------------------------------------------------------ executors
 
     def _pick(self) -> str | None:
+        if self.prepare is not None:
+            return next(iter(self._ready), None)
         if self.batch_handler is None:
             return next(iter(self._queues), None)
         return next((t for t in self._queues if t not in self._busy_tenants), None)
 
     async def _next(self) -> tuple[str, list[QueueItem]]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._pick() is not None)
+        async with self._lock:
+            await self._work.wait_for(lambda: self._pick() is not None)
             tenant = self._pick()
             assert tenant is not None
-            queue = self._queues.pop(tenant)
+            source = self._ready if self.prepare is not None else self._queues
+            queue = source.pop(tenant)
             items = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
             if queue:
-                self._queues[tenant] = queue  # round-robin: back of the line
-            self._size -= len(items)
+                source[tenant] = queue  # round-robin: back of the line
+            if self.prepare is not None:
+                self._ready_size -= len(items)
+                if self._wants_prepare():
+                    self._intake.notify(1)
+            else:
+                self._size -= len(items)
+                self._space.notify(len(items))
             if self.batch_handler is not None:
                 self._busy_tenants.add(tenant)
-            self._changed.notify_all()
+            if self._pick() is not None:
+                self._work.notify(1)  # more work: pass the wake-up on to another executor
         return tenant, items
 
     async def _done(self, tenant: str, items: list[QueueItem]) -> None:
-        async with self._changed:
-            self._busy_tenants.discard(tenant)
+        async with self._lock:
             for item in items:
                 self._in_flight.discard(item.job_id)
-            self._changed.notify_all()
+            if self.batch_handler is not None:
+                self._busy_tenants.discard(tenant)
+                if tenant in self._queues:
+                    self._work.notify(1)  # the tenant's next batch may go now
 
     async def _executor(self) -> None:
         while True:
@@ -105,7 +157,41 @@ class FairScheduler:
             finally:
                 await self._done(tenant, items)
 
+    # ------------------------------------------------------------------ the preparer
+
+    def _wants_prepare(self) -> bool:
+        # Refill when half the prefetch is used up, so each prepare call takes a batch.
+        return bool(self._queues) and self._ready_size + self._preparing <= self.prefetch // 2
+
+    async def _preparer(self) -> None:
+        assert self.prepare is not None
+        while True:
+            async with self._lock:
+                await self._intake.wait_for(self._wants_prepare)
+                room = min(self.max_prepare, self.prefetch - self._ready_size - self._preparing)
+                items = _take_round_robin(self._queues, room)
+                self._size -= len(items)
+                self._preparing += len(items)
+                self._space.notify(len(items))
+            try:
+                ready = await self.prepare(items)
+            except Exception:
+                log.exception("%s: preparing %d item(s) failed", self.name, len(items))
+                ready = []
+            async with self._lock:
+                self._preparing -= len(items)
+                kept = {item.job_id for item in ready}
+                for item in items:
+                    if item.job_id not in kept:
+                        self._in_flight.discard(item.job_id)
+                for item in ready:
+                    self._ready.setdefault(item.tenant_id, deque()).append(item)
+                self._ready_size += len(ready)
+                self._work.notify(len(ready))
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
+            if self.prepare is not None:
+                group.create_task(self._preparer(), name=f"{self.name}-preparer")
             for index in range(self.concurrency):
                 group.create_task(self._executor(), name=f"{self.name}-executor-{index}")

@@ -63,7 +63,12 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
             batch_handler=container.inbound_processor.handle_batch,
             concurrency=settings.worker_concurrency,
         ),
-        "send": FairScheduler("send", container.send_worker.handle, concurrency=settings.worker_concurrency),
+        "send": FairScheduler(
+            "send",
+            container.send_worker.handle,
+            prepare=container.send_worker.prepare,
+            concurrency=settings.worker_concurrency,
+        ),
     }
     for topic, handler in container.extra_consumers().items():
         schedulers[topic] = FairScheduler(topic, handler, concurrency=settings.worker_concurrency)
