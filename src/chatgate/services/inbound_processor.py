@@ -131,10 +131,10 @@ class InboundProcessor:
         self, session: AsyncSession, raw: RawEvent, tenant_id: str, now: datetime, received: dict[str, int]
     ) -> list[NewEvent]:
         adapter = self.adapters.get(raw.kind)
-        raw.processed_at = now
         try:
             provider_events = adapter.parse_inbound(raw.body, raw.headers)
         except (InvalidInput, ValueError, KeyError, TypeError) as exc:
+            raw.processed_at = now
             raw.status = "parse_failed"
             raw.error = (exc.message if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}")[
                 :2000
@@ -150,6 +150,8 @@ class InboundProcessor:
                 if now - raw.received_at < STATUS_GRACE:
                     raise  # the batch rolls back; this event is retried with backoff
                 log.info("raw event %s reports on a message we never sent; ignored", raw.id)
+        # Set together at the end: one UPDATE of the raw event, not one per flush on the way.
+        raw.processed_at = now
         raw.status = "processed" if events or applier.received else "ignored"
         raw.error = None
         if applier.received:
