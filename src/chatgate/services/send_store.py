@@ -21,17 +21,15 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import configure_mappers
 
-from chatgate.domain.events import EVENT_VERSION, EventType
-from chatgate.domain.ids import new_id
+from chatgate.domain.events import EventType
 from chatgate.domain.messages import MessageStatus
-from chatgate.store.models import Conversation, Event, Integration, Message, TenantSequence
-from chatgate.store.repositories.events import NewEvent
+from chatgate.store.models import Conversation, Event, Integration, Message
+from chatgate.store.repositories.events import EventLog, NewEvent, event_rows
 
 _MESSAGES = cast(Table, Message.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _INTEGRATIONS = cast(Table, Integration.__table__)
 _EVENTS = cast(Table, Event.__table__)
-_SEQUENCES = cast(Table, TenantSequence.__table__)
 _EVENT_MAPPER = Event.__mapper__
 
 
@@ -225,33 +223,11 @@ class SendStore:
         """
         if not events:
             return []
-        seq = _SEQUENCES.c
-        await self.session.execute(
-            _SEQUENCES.update()
-            .where(seq.tenant_id == tenant_id)
-            .values(last_sequence=seq.last_sequence + len(events))
-        )
-        last = (
-            await self.session.execute(select(seq.last_sequence).where(seq.tenant_id == tenant_id))
-        ).scalar_one_or_none()
-        if last is None:
+        first = await EventLog(self.session, tenant_id).reserve(len(events))
+        if first is None:
             return None
-        first = int(last) - len(events) + 1
-        rows = [
-            {
-                "event_id": new_id("evt"),
-                "tenant_id": tenant_id,
-                "sequence": first + i,
-                "type": e.type.value,
-                "version": EVENT_VERSION,
-                "integration_id": e.integration_id,
-                "conversation_id": e.conversation_id,
-                "dedupe_key": e.dedupe_key,
-                "data": e.data,
-                "created_at": now,
-            }
-            for i, e in enumerate(events)
-        ]
+        last = first + len(events) - 1
+        rows = event_rows(tenant_id, events, first, now)
         await self.session.execute(_EVENTS.insert(), rows)
         e = _EVENTS.c
         ids = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,25 @@ class NewEvent:
     dedupe_key: str | None = None
 
 
+def event_rows(tenant_id: str, events: Sequence[NewEvent], first: int, now: datetime) -> list[dict[str, Any]]:
+    """The `events` rows for new events numbered from `first`, ready for a bulk insert."""
+    return [
+        {
+            "event_id": new_id("evt"),
+            "tenant_id": tenant_id,
+            "sequence": first + i,
+            "type": e.type.value,
+            "version": EVENT_VERSION,
+            "integration_id": e.integration_id,
+            "conversation_id": e.conversation_id,
+            "dedupe_key": e.dedupe_key,
+            "data": e.data,
+            "created_at": now,
+        }
+        for i, e in enumerate(events)
+    ]
+
+
 class EventLog(TenantScoped):
     async def lock(self) -> None:
         """Take the tenant's sequence row lock now. Every transaction that appends events and
@@ -42,36 +62,13 @@ class EventLog(TenantScoped):
         fresh = await self._without_seen(events)
         if not fresh:
             return []
-        await self.session.execute(
-            update(TenantSequence)
-            .where(TenantSequence.tenant_id == self.tenant_id)
-            .values(last_sequence=TenantSequence.last_sequence + len(fresh))
-        )
-        last = (
-            await self.session.execute(
-                select(TenantSequence.last_sequence).where(TenantSequence.tenant_id == self.tenant_id)
-            )
-        ).scalar_one_or_none()
-        if last is None:  # a tenant created before its counter existed
+        first = await self.reserve(len(fresh))
+        if first is None:  # a tenant created before its counter existed
             self.session.add(TenantSequence(tenant_id=self.tenant_id, last_sequence=len(fresh)))
             await self.session.flush()
-            last = len(fresh)
-        first = last - len(fresh) + 1
-        rows = [
-            {
-                "event_id": new_id("evt"),
-                "tenant_id": self.tenant_id,
-                "sequence": first + i,
-                "type": e.type.value,
-                "version": EVENT_VERSION,
-                "integration_id": e.integration_id,
-                "conversation_id": e.conversation_id,
-                "dedupe_key": e.dedupe_key,
-                "data": e.data,
-                "created_at": now,
-            }
-            for i, e in enumerate(fresh)
-        ]
+            first = 1
+        last = first + len(fresh) - 1
+        rows = event_rows(self.tenant_id, fresh, first, now)
         await self.session.execute(insert(Event), rows)
         stored = await self.session.execute(
             select(Event)
@@ -79,6 +76,21 @@ class EventLog(TenantScoped):
             .order_by(Event.sequence)
         )
         return list(stored.scalars())
+
+    async def reserve(self, count: int) -> int | None:
+        """Advance the tenant's counter by `count` (its row stays locked until commit); the
+        first of the new numbers, or None when the tenant has no counter row yet."""
+        await self.session.execute(
+            update(TenantSequence)
+            .where(TenantSequence.tenant_id == self.tenant_id)
+            .values(last_sequence=TenantSequence.last_sequence + count)
+        )
+        last = (
+            await self.session.execute(
+                select(TenantSequence.last_sequence).where(TenantSequence.tenant_id == self.tenant_id)
+            )
+        ).scalar_one_or_none()
+        return None if last is None else int(last) - count + 1
 
     async def _without_seen(self, events: list[NewEvent]) -> list[NewEvent]:
         keys = [e.dedupe_key for e in events if e.dedupe_key]
