@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from sqlalchemy import func, select
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
-from chatgate.services.ingest_sqlite import SqliteIngestStore, StoreFailed, sqlite_path
+from chatgate.services.ingest_postgres import PostgresIngestStore
+from chatgate.services.ingest_sqlite import SqliteIngestStore, sqlite_path
 from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique
 from tests.webhook_helpers import webhook_integration
@@ -36,30 +38,27 @@ def _count(path: str, sql: str, *params: Any) -> int:
     return value
 
 
-async def test_concurrent_submissions_with_duplicates_get_their_own_answers(sqlite_api: Api) -> None:
+async def test_a_batch_with_duplicates_stores_each_new_event_once(sqlite_api: Api) -> None:
     tenant = await sqlite_api.tenant()
     integration = await webhook_integration(sqlite_api, tenant)
     path = sqlite_path(sqlite_api.container.settings.effective_database_url)
     assert path is not None
-    store = SqliteIngestStore(path)
-    stored_batches: list[list[tuple[str, str, str]]] = []
-    store.on_stored = stored_batches.append
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
     tag = unique("e")
+    now = datetime.now(UTC)
     try:
-        # Stored before: these three come back as duplicates.
-        earlier = [store.submit(_row(tenant.id, integration["id"], f"{tag}-{i}")) for i in range(3)]
-        assert await asyncio.gather(*earlier) == [True, True, True]
-        # 40 new ids, each submitted twice in the same burst, plus the three old ones again.
-        burst = [f"{tag}-{i}" for i in range(40)] + [f"{tag}-{i}" for i in range(40)]
-        answers = await asyncio.gather(*(store.submit(_row(tenant.id, integration["id"], e)) for e in burst))
+        # Stored before: these three are duplicates in the batch below.
+        earlier = [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(3)]
+        assert len(await store.store(earlier, now)) == 3
+        # 40 event ids, each twice in one batch, the three old ones among them.
+        burst = [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(40)]
+        burst += [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(40)]
+        stored = await store.store(burst, now)
     finally:
-        await asyncio.to_thread(store.close)
-    by_event: dict[str, list[bool]] = {}
-    for event_id, answer in zip(burst, answers, strict=True):
-        by_event.setdefault(event_id, []).append(answer)
-    for i in range(40):
-        expected = [False, False] if i < 3 else [True, False]
-        assert by_event[f"{tag}-{i}"] == expected, (i, by_event[f"{tag}-{i}"])
+        await store.aclose()
+    first_ids = {str(row["id"]) for row in burst[3:40]}  # the first of each new pair
+    assert {raw_id for raw_id, _, _ in stored} == first_ids
+    assert len({job_id for _, job_id, _ in stored}) == 37
     rows = _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%")
     assert rows == 40
     jobs = _count(
@@ -69,40 +68,37 @@ async def test_concurrent_submissions_with_duplicates_get_their_own_answers(sqli
         f"{tag}-%",
     )
     assert jobs == 40  # one job per new event, none for a duplicate
-    published = [entry for batch in stored_batches for entry in batch]
-    assert len(published) == 40
-    assert len({raw_id for raw_id, _, _ in published}) == 40
-    assert store.batches <= 1 + 10  # grouped: the burst of 80 shares a few commits
 
 
-async def test_close_answers_everything_already_submitted(sqlite_api: Api) -> None:
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    path = sqlite_path(sqlite_api.container.settings.effective_database_url)
-    assert path is not None
-    store = SqliteIngestStore(path)
-    tag = unique("c")
-    futures = [store.submit(_row(tenant.id, integration["id"], f"{tag}-{i}")) for i in range(200)]
-    await asyncio.to_thread(store.close)
-    assert await asyncio.gather(*futures) == [True] * 200
-    assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%") == 200
-
-
-async def test_a_store_that_cannot_write_fails_every_waiting_submission(tmp_path: Any) -> None:
-    store = SqliteIngestStore(str(tmp_path / "missing-dir" / "chatgate.db"))
+async def test_a_store_that_cannot_write_raises_and_recovers(tmp_path: Any) -> None:
+    missing = tmp_path / "missing-dir"
+    store = SqliteIngestStore(str(missing / "chatgate.db"))
+    now = datetime.now(UTC)
+    with pytest.raises(sqlite3.OperationalError):
+        await store.store([_row("t", "i", "e1")], now)
+    # The directory appears (a volume mounted late): the next batch opens a fresh connection.
+    missing.mkdir()
+    with sqlite3.connect(missing / "chatgate.db") as connection:
+        connection.execute(
+            "CREATE TABLE raw_events (id TEXT PRIMARY KEY, tenant_id TEXT, integration_id TEXT, kind TEXT,"
+            " provider_event_id TEXT, headers TEXT, body BLOB, status TEXT, received_at TEXT,"
+            " UNIQUE (integration_id, provider_event_id))"
+        )
+        connection.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT, tenant_id TEXT, subject_id TEXT, status TEXT,"
+            " run_after TEXT, attempts INTEGER, dispatched_at TEXT, created_at TEXT)"
+        )
     try:
-        futures = [store.submit(_row("t", "i", f"e{i}")) for i in range(5)]
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert len(await store.store([_row("t", "i", "e1")], now)) == 1
     finally:
-        await asyncio.to_thread(store.close)
-    assert all(isinstance(r, StoreFailed) for r in results), results
+        await store.aclose()
 
 
 async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> None:
     writer = sqlite_api.container.ingest
-    working = writer.sqlite_store
-    assert working is not None
-    writer.sqlite_store = SqliteIngestStore("/nonexistent-dir/chatgate.db")
+    working = writer.row_store
+    assert isinstance(working, SqliteIngestStore)
+    writer.row_store = SqliteIngestStore("/nonexistent-dir/chatgate.db")
     try:
         with pytest.raises(ServiceUnavailable, match="retry"):
             await writer.submit(
@@ -114,16 +110,16 @@ async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> Non
                 body=b"{}",
             )
     finally:
-        await asyncio.to_thread(writer.sqlite_store.close)
-        writer.sqlite_store = working
+        await writer.row_store.aclose()
+        writer.row_store = working
 
 
 async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api: Api) -> None:
-    """Whatever the database (SQLite's writer thread, PostgreSQL's one-statement batch, the
+    """Whatever the database (SQLite's inline batch, PostgreSQL's one-statement batch, the
     generic path on MariaDB): concurrent submissions each learn whether they were new."""
     writer = api.container.ingest
-    assert (writer.postgres_store is not None) == (api.backend == "postgresql")
-    assert (writer.sqlite_store is not None) == (api.backend == "sqlite")
+    assert isinstance(writer.row_store, PostgresIngestStore) == (api.backend == "postgresql")
+    assert isinstance(writer.row_store, SqliteIngestStore) == (api.backend == "sqlite")
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
     tag = unique("w")

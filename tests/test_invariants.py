@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatgate.config import Settings
 from chatgate.services.inbound_processor import LeaseLost
+from chatgate.services.ingest_postgres import PostgresIngestStore
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import Database
 from chatgate.store.models import Event, Job, Message, RawEvent
@@ -81,16 +82,19 @@ async def test_ack_only_after_commit(quiet_api: tuple[Api, MovableClock]) -> Non
         await engine.dispose()
     assert stored == 1
     # With the database unreachable the provider gets a 503 (and retries), never a 200.
-    working, working_file = api.container.ingest.db, api.container.ingest.sqlite_store
+    working, working_rows = api.container.ingest.db, api.container.ingest.row_store
     api.container.ingest.db = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    api.container.ingest.sqlite_store = (
-        SqliteIngestStore("/nonexistent-dir/chatgate.db") if working_file else None
-    )
+    if isinstance(working_rows, SqliteIngestStore):
+        api.container.ingest.row_store = SqliteIngestStore("/nonexistent-dir/chatgate.db")
+    elif working_rows is not None:
+        api.container.ingest.row_store = PostgresIngestStore("postgresql://nobody@127.0.0.1:1/none")
     try:
         failed = await post_inbound(api, integration, message_payload("y", message_id="m2"), event_id="e2")
     finally:
         await api.container.ingest.db.aclose()
-        api.container.ingest.db, api.container.ingest.sqlite_store = working, working_file
+        if api.container.ingest.row_store is not working_rows and api.container.ingest.row_store is not None:
+            await api.container.ingest.row_store.aclose()
+        api.container.ingest.db, api.container.ingest.row_store = working, working_rows
     assert failed.status_code == 503
     assert "retry" in failed.json()["detail"]
 

@@ -210,10 +210,11 @@ class Container:
             self.db,
             self.queue.publish,
             self.clock,
-            sqlite_store=SqliteIngestStore(embedded_file, clock=self.clock, gate=self.db.write_gate)
+            row_store=SqliteIngestStore(embedded_file, gate=self.db.write_gate)
             if embedded_file
+            else PostgresIngestStore(postgres_dsn)
+            if postgres_dsn
             else None,
-            postgres_store=PostgresIngestStore(postgres_dsn) if postgres_dsn else None,
         )
         self.inbound = InboundGateway(
             self.integration_cache, self.adapters, self.ingest, self.contexts, self.clock, self.metrics

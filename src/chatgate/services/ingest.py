@@ -15,6 +15,8 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 from sqlalchemy import insert, select, tuple_
@@ -23,8 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
-from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_sqlite import SqliteIngestStore, Stored, StoreFailed
+from chatgate.services.ingest_sqlite import Stored
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -33,6 +34,20 @@ from chatgate.workers.queue import QueueItem
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
+
+
+class RowStore(Protocol):
+    """A database's own fast path for a batch of raw events and their jobs
+    (`ingest_sqlite.py`, `ingest_postgres.py`)."""
+
+    connections: int  # batches it may store side by side
+    constraint_errors: tuple[type[BaseException], ...]  # a row the database refused
+
+    async def store(self, rows: list[dict[str, object]], now: datetime) -> Stored: ...
+
+    async def aclose(self) -> None: ...
+
+
 # Credentials are not kept (raw events are shown to admins): Telegram's secret header is one.
 _KEEP_HEADERS_EXCLUDED = frozenset(
     {"authorization", "cookie", "proxy-authorization", "x-telegram-bot-api-secret-token"}
@@ -62,20 +77,18 @@ class IngestWriter:
         clock: Clock,
         *,
         max_batch: int = 2000,
-        sqlite_store: SqliteIngestStore | None = None,
-        postgres_store: PostgresIngestStore | None = None,
+        row_store: RowStore | None = None,
     ) -> None:
         self.db = db
-        self.sqlite_store = sqlite_store
-        self.postgres_store = postgres_store
+        self.row_store = row_store  # None: the generic ORM path (MariaDB/MySQL)
         self.publish = publish
         self.clock = clock
         self.max_batch = max_batch
         self._waiting: list[_Pending] = []
         self._storing: set[asyncio.Task[None]] = set()
-        # PostgreSQL commits batches side by side (ON CONFLICT keeps them apart); the ORM path
-        # checks for duplicates before inserting, so it keeps to one batch at a time.
-        self.batches_in_flight = postgres_store.connections if postgres_store is not None else 1
+        # PostgreSQL commits batches side by side (ON CONFLICT keeps them apart); SQLite has one
+        # writer, and the ORM path checks for duplicates before inserting: one batch at a time.
+        self.batches_in_flight = self.row_store.connections if self.row_store is not None else 1
         self._flush_scheduled = False
         self._closed = False
         self._batches = 0
@@ -84,7 +97,7 @@ class IngestWriter:
     @property
     def batches(self) -> int:
         """Commits made so far (the benchmark divides rows by this)."""
-        return self._batches + (self.sqlite_store.batches if self.sqlite_store is not None else 0)
+        return self._batches
 
     async def start(self) -> None:
         self._closed = False
@@ -99,10 +112,8 @@ class IngestWriter:
             if not item.future.done():
                 item.future.set_exception(error)
         self._waiting.clear()
-        if self.sqlite_store is not None:
-            await asyncio.to_thread(self.sqlite_store.close)
-        if self.postgres_store is not None:
-            await self.postgres_store.aclose()
+        if self.row_store is not None:
+            await self.row_store.aclose()
 
     async def submit(
         self,
@@ -127,8 +138,6 @@ class IngestWriter:
             "body": body,
             "status": "pending",
         }
-        if self.sqlite_store is not None:
-            return await self._submit_embedded(self.sqlite_store, raw)
         loop = asyncio.get_running_loop()
         pending = _Pending(raw, loop.create_future())
         self._waiting.append(pending)
@@ -137,17 +146,6 @@ class IngestWriter:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await pending.future
-
-    async def _submit_embedded(self, store: SqliteIngestStore, raw: dict[str, object]) -> bool:
-        if store.on_stored is None:
-            store.on_stored = self._publish_stored
-        try:
-            return await store.submit(raw)
-        except StoreFailed:
-            raise ServiceUnavailable("the event could not be stored; retry") from None
-
-    def _publish_stored(self, stored: Stored) -> None:
-        self._publish({raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in stored})
 
     def _publish(self, stored: dict[str, QueueItem]) -> None:
         # Publishing is best effort (the sweeper covers losses); a slow broker must not
@@ -200,8 +198,8 @@ class IngestWriter:
             self._publish(stored)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
-        if self.postgres_store is not None:
-            return await self._store_postgres(self.postgres_store, batch)
+        if self.row_store is not None:
+            return await self._store_rows(self.row_store, batch)
         try:
             return await self._store_together(batch)
         except IntegrityError:
@@ -213,18 +211,16 @@ class IngestWriter:
                     stored.update(await self._store_together([item]))
             return stored
 
-    async def _store_postgres(
-        self, store: PostgresIngestStore, batch: list[_Pending]
-    ) -> dict[str, QueueItem]:
+    async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> dict[str, QueueItem]:
         self._batches += 1
         try:
-            fresh = await store.store([p.raw for p in batch], self.clock())
-        except asyncpg.IntegrityConstraintViolationError:
-            # Not a duplicate (those are answered by ON CONFLICT) but e.g. an integration deleted
+            fresh: Stored = await store.store([p.raw for p in batch], self.clock())
+        except store.constraint_errors:
+            # Not a duplicate (those are skipped by the insert) but e.g. an integration deleted
             # meanwhile: store the others one by one, so one event cannot fail its neighbours.
             fresh = []
             for item in batch:
-                with contextlib.suppress(asyncpg.IntegrityConstraintViolationError):
+                with contextlib.suppress(*store.constraint_errors):
                     fresh.extend(await store.store([item.raw], self.clock()))
         return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
 

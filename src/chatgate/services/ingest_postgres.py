@@ -57,6 +57,8 @@ class PostgresIngestStore:
     """A few connections of its own, so batches commit side by side: while one waits for its
     fsync, the next is already on its way."""
 
+    constraint_errors: tuple[type[BaseException], ...] = (asyncpg.IntegrityConstraintViolationError,)
+
     def __init__(self, dsn: str, *, connections: int = 2) -> None:
         self.dsn = dsn
         self.connections = connections

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatgate.domain.errors import ConfigurationError, ServiceUnavailable
+from chatgate.store import sqlite_inline
 from chatgate.store.sqlite_gate import SqliteWriteGate
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy", "mysql+aiomysql")
@@ -40,12 +41,21 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not driver.startswith("sqlite")}
         if not driver.startswith("sqlite"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if driver.startswith("sqlite"):
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # SQLite keeps the aiosqlite URL users configure, but runs inline (sqlite_inline.py).
+        engine_url = (
+            f"sqlite+{sqlite_inline.DRIVER}://{url.split('://', 1)[1]}"
+            if driver.startswith("sqlite")
+            else url
+        )
+        self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         # SQLite has one writer: the process's write transactions queue at this gate.
         self.write_gate = SqliteWriteGate() if driver.startswith("sqlite") else None
+        if driver.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            dialect = self.engine.sync_engine.dialect
+            assert isinstance(dialect, sqlite_inline.SQLiteDialect_chatgate_inline)
+            dialect.write_gate = self.write_gate
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @property
     def dialect(self) -> str:

@@ -16,6 +16,11 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+
+# True inside an async holder's `held_async()` block (and tasks it starts): the inline SQLite
+# engine refuses writes elsewhere, since they would wait for the lock on the loop's thread.
+_holding: ContextVar[bool] = ContextVar("sqlite_write_gate_held", default=False)
 
 
 class SqliteWriteGate:
@@ -81,10 +86,17 @@ class SqliteWriteGate:
                     lambda done: self._abandon(ticket) if done.cancelled() else self._release()
                 )
                 raise
+        holding = _holding.set(True)
         try:
             yield
         finally:
+            _holding.reset(holding)
             self._release()
+
+    @staticmethod
+    def held_here() -> bool:
+        """Whether the running code is inside an async holder's turn."""
+        return _holding.get()
 
     def close(self) -> None:
         self._waiters.shutdown(wait=False, cancel_futures=True)
