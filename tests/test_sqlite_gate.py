@@ -3,64 +3,74 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 from chatgate.services.secret_cache import SecretCache
 from chatgate.store.sqlite_gate import SqliteWriteGate
 
 
-async def test_writers_take_turns_and_a_thread_waits_for_the_loop() -> None:
+async def test_writers_take_turns() -> None:
     gate = SqliteWriteGate()
     inside: list[str] = []
     overlaps: list[str] = []
 
     async def writer(name: str) -> None:
         async with gate.held_async():
+            assert gate.held_here()
             if inside:
                 overlaps.append(name)
             inside.append(name)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
             inside.remove(name)
 
-    def thread_writer() -> None:
-        with gate.held():
-            if inside:
-                overlaps.append("thread")
-            inside.append("thread")
-            time.sleep(0.01)
-            inside.remove("thread")
-
-    try:
-        thread = threading.Thread(target=thread_writer)
-        await asyncio.gather(*(writer(f"w{i}") for i in range(10)), asyncio.to_thread(thread.run))
-    finally:
-        gate.close()
+    await asyncio.gather(*(writer(f"w{i}") for i in range(10)))
     assert overlaps == []
+    assert not gate.held_here()
 
 
 async def test_a_cancelled_waiter_does_not_keep_the_gate() -> None:
     gate = SqliteWriteGate()
-    try:
-        release = asyncio.Event()
+    release = asyncio.Event()
 
-        async def holder() -> None:
-            async with gate.held_async():
-                await release.wait()
+    async def holder() -> None:
+        async with gate.held_async():
+            await release.wait()
 
-        holding = asyncio.create_task(holder())
-        await asyncio.sleep(0.01)
-        waiter = asyncio.create_task(gate.held_async().__aenter__())
-        await asyncio.sleep(0.05)
-        waiter.cancel()
-        release.set()
-        await holding
-        # The cancelled waiter's helper thread got the gate after the holder and handed it back.
-        async with asyncio.timeout(2):
-            async with gate.held_async():
-                pass
-    finally:
-        gate.close()
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(gate.held_async().__aenter__())
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    release.set()
+    await holding
+    async with asyncio.timeout(2):
+        async with gate.held_async():
+            pass
+
+
+async def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_gate_on() -> None:
+    gate = SqliteWriteGate()
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    async def holder() -> None:
+        async with gate.held_async():
+            await release.wait()
+        handed.cancel()  # the gate was just handed on; `handed` has not run since
+
+    async def next_in_line() -> None:
+        async with gate.held_async():
+            entered.append("next")
+
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    handed = asyncio.create_task(next_in_line())
+    await asyncio.sleep(0.01)
+    release.set()
+    await holding
+    async with asyncio.timeout(2):
+        async with gate.held_async():
+            entered.append("after")
+    assert entered == ["after"]
 
 
 def test_secret_cache_expires_and_stays_bounded() -> None:
@@ -77,35 +87,28 @@ def test_secret_cache_expires_and_stays_bounded() -> None:
     assert cache.get(("e", 4)) == "s4"
 
 
-async def test_writers_go_in_arrival_order_so_the_ingest_thread_is_not_starved() -> None:
+async def test_writers_go_in_arrival_order() -> None:
     gate = SqliteWriteGate()
     order: list[str] = []
-    try:
-        release = asyncio.Event()
+    release = asyncio.Event()
 
-        async def first() -> None:
-            async with gate.held_async():
-                order.append("first")
-                await release.wait()
+    async def first() -> None:
+        async with gate.held_async():
+            order.append("first")
+            await release.wait()
 
-        def ingest_thread() -> None:
-            with gate.held():
-                order.append("thread")
+    async def writer(name: str) -> None:
+        async with gate.held_async():
+            order.append(name)
 
-        async def later_writer() -> None:
-            async with gate.held_async():
-                order.append("later")
-
-        holding = asyncio.create_task(first())
-        await asyncio.sleep(0.01)
-        thread = threading.Thread(target=ingest_thread)
-        thread.start()
-        await asyncio.sleep(0.05)  # the thread now waits for its turn
-        later = asyncio.create_task(later_writer())
-        await asyncio.sleep(0.01)
-        release.set()
-        await asyncio.gather(holding, later)
-        await asyncio.to_thread(thread.join)
-    finally:
-        gate.close()
-    assert order == ["first", "thread", "later"]
+    holding = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    queued = []
+    for name in ("a", "b", "c"):
+        queued.append(asyncio.create_task(writer(name)))
+        await asyncio.sleep(0.005)
+    release.set()
+    # A newcomer arriving as the gate is released must not barge ahead of those waiting.
+    newcomer = asyncio.create_task(writer("newcomer"))
+    await asyncio.gather(holding, newcomer, *queued)
+    assert order == ["first", "a", "b", "c", "newcomer"]

@@ -80,5 +80,3 @@ class Database:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
-        if self.write_gate is not None:
-            self.write_gate.close()
