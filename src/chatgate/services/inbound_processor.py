@@ -13,16 +13,18 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import InvalidInput
+from chatgate.domain.inbound import ProviderEvent
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.fanout import Fanout
 from chatgate.services.inbound_apply import InboundApplier, StatusTooEarly
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
+from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.events import EventLog, NewEvent
+from chatgate.store.repositories.inbound_lookups import load_lookups
 from chatgate.store.repositories.integrations import IntegrationRepository
 from chatgate.store.repositories.jobs import JobStore
 from chatgate.workers.queue import QueueItem
@@ -111,28 +113,42 @@ class InboundProcessor:
                     )
                 ).scalars()
             }
+            parsed = [
+                (raw, self._parse(raw, now))
+                for raw in (raws.get(job.subject_id) for job in jobs)
+                if raw is not None
+            ]
+            # The contacts, conversations and messages the batch will look up, in a few queries.
+            lookups = await load_lookups(
+                session,
+                tenant_id,
+                ((raw.integration_id, event) for raw, events in parsed for event in events or ()),
+            )
+            repo = ConversationRepository(session, tenant_id, lookups)
+            touched: set[str] = set()
             new_events: list[NewEvent] = []
             received: dict[str, int] = {}
-            for job in jobs:
-                raw = raws.get(job.subject_id)
-                if raw is not None:
-                    new_events.extend(await self._apply(session, raw, tenant_id, now, received))
+            for raw, provider_events in parsed:
+                if provider_events is not None:
+                    applier = InboundApplier(
+                        session, tenant_id, raw.integration_id, raw.kind, now, repo=repo, touched=touched
+                    )
+                    new_events.extend(await self._apply(applier, raw, provider_events, now, received))
+            await repo.touch_conversations(touched, now)
             stored = await EventLog(session, tenant_id).append(new_events, now)
             integrations = IntegrationRepository(session, tenant_id)
             for integration_id, count in received.items():
                 await integrations.count_traffic(integration_id, received=count, at=now)
             pending = await self.fanout.in_transaction(session, tenant_id, stored, now)
-            for job in jobs:
-                if not await store.finish(job, self.worker_id, now):
-                    raise LeaseLost
+            if await store.finish_many([job.id for job in jobs], self.worker_id, now) != len(jobs):
+                raise LeaseLost
         await self.fanout.after_commit(pending)
 
-    async def _apply(
-        self, session: AsyncSession, raw: RawEvent, tenant_id: str, now: datetime, received: dict[str, int]
-    ) -> list[NewEvent]:
+    def _parse(self, raw: RawEvent, now: datetime) -> list[ProviderEvent] | None:
+        """The raw event's provider events; None (and the raw event marked) when it cannot be parsed."""
         adapter = self.adapters.get(raw.kind)
         try:
-            provider_events = adapter.parse_inbound(raw.body, raw.headers)
+            return adapter.parse_inbound(raw.body, raw.headers)
         except (InvalidInput, ValueError, KeyError, TypeError) as exc:
             raw.processed_at = now
             raw.status = "parse_failed"
@@ -140,8 +156,16 @@ class InboundProcessor:
                 :2000
             ]
             log.warning("raw event %s could not be parsed: %s", raw.id, raw.error)
-            return []
-        applier = InboundApplier(session, tenant_id, raw.integration_id, raw.kind, now)
+            return None
+
+    async def _apply(
+        self,
+        applier: InboundApplier,
+        raw: RawEvent,
+        provider_events: list[ProviderEvent],
+        now: datetime,
+        received: dict[str, int],
+    ) -> list[NewEvent]:
         events: list[NewEvent] = []
         for index, event in enumerate(provider_events):
             try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
@@ -14,9 +16,14 @@ from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
+from chatgate.store.repositories.inbound_lookups import InboundLookups
 
 
 class ConversationRepository(TenantScoped):
+    def __init__(self, session: AsyncSession, tenant_id: str, lookups: InboundLookups | None = None) -> None:
+        super().__init__(session, tenant_id)
+        self.lookups = lookups  # an inbound batch's rows read up front (inbound_lookups.py)
+
     # --- contacts -------------------------------------------------------------------------------
 
     async def upsert_contact(self, integration_id: str, party: Party, now: datetime) -> tuple[Contact, bool]:
@@ -35,8 +42,10 @@ class ConversationRepository(TenantScoped):
                 updated_at=now,
             )
             created = await self._insert_or_get(
-                contact, lambda: self._contact_by_address(integration_id, party.address)
+                contact, lambda: self._query_contact(integration_id, party.address)
             )
+            if self.lookups is not None:
+                self.lookups.contacts[(integration_id, party.address)] = created
             return created, created is contact
         changed = False
         for field in ("display_name", "username", "phone"):
@@ -49,6 +58,11 @@ class ConversationRepository(TenantScoped):
         return contact, changed
 
     async def _contact_by_address(self, integration_id: str, address: str) -> Contact | None:
+        if self.lookups is not None and (integration_id, address) in self.lookups.contacts:
+            return self.lookups.contacts[(integration_id, address)]
+        return await self._query_contact(integration_id, address)
+
+    async def _query_contact(self, integration_id: str, address: str) -> Contact | None:
         query = self._select(Contact).where(
             Contact.integration_id == integration_id, Contact.address == address
         )
@@ -95,14 +109,21 @@ class ConversationRepository(TenantScoped):
                 created_at=now,
             )
             stored = await self._insert_or_get(
-                conversation, lambda: self.conversation_by_external(integration_id, chat.external_id)
+                conversation, lambda: self._query_conversation(integration_id, chat.external_id)
             )
+            if self.lookups is not None:
+                self.lookups.conversations[(integration_id, chat.external_id)] = stored
             return stored, stored is conversation
         if chat.title and chat.title != conversation.title:
             conversation.title = chat.title
         return conversation, False
 
     async def conversation_by_external(self, integration_id: str, external_id: str) -> Conversation | None:
+        if self.lookups is not None and (integration_id, external_id) in self.lookups.conversations:
+            return self.lookups.conversations[(integration_id, external_id)]
+        return await self._query_conversation(integration_id, external_id)
+
+    async def _query_conversation(self, integration_id: str, external_id: str) -> Conversation | None:
         query = self._select(Conversation).where(
             Conversation.integration_id == integration_id, Conversation.external_id == external_id
         )
@@ -132,6 +153,9 @@ class ConversationRepository(TenantScoped):
     async def message_by_provider_id(
         self, integration_id: str, direction: str, provider_message_id: str
     ) -> Message | None:
+        known = self.lookups.messages.get((integration_id, provider_message_id)) if self.lookups else None
+        if known is not None:
+            return next((m for m in known if m.direction == direction), None)
         query = self._select(Message).where(
             Message.integration_id == integration_id,
             Message.direction == direction,
@@ -142,6 +166,10 @@ class ConversationRepository(TenantScoped):
     async def messages_by_provider_ids(self, integration_id: str, provider_ids: list[str]) -> list[Message]:
         if not provider_ids:
             return []
+        if self.lookups is not None and all(
+            (integration_id, p) in self.lookups.messages for p in provider_ids
+        ):
+            return [m for p in provider_ids for m in self.lookups.messages[(integration_id, p)]]
         query = self._select(Message).where(
             Message.integration_id == integration_id, Message.provider_message_id.in_(provider_ids)
         )
@@ -159,9 +187,15 @@ class ConversationRepository(TenantScoped):
         )
         return value
 
-    async def add_message(self, message: Message) -> Message:
+    async def add_message(self, message: Message, *, flush: bool = True) -> Message:
+        """Without `flush`, the INSERT waits for the transaction's next flush (an inbound batch's
+        messages go in together); lookups of this batch see it at once."""
         self.session.add(message)
-        await self.session.flush()
+        key = (message.integration_id, message.provider_message_id or "")
+        if self.lookups is not None and key in self.lookups.messages:
+            self.lookups.messages[key].append(message)
+        if flush:
+            await self.session.flush()
         return message
 
     async def get_message(self, message_id: str) -> Message:
@@ -187,12 +221,17 @@ class ConversationRepository(TenantScoped):
             query = query.where(Message.status == status)
         return await self._page(query, Message, cursor, limit)
 
-    async def touch_conversation(self, conversation_id: str, at: datetime) -> None:
+    async def touch_conversations(self, conversation_ids: Iterable[str], at: datetime) -> None:
+        """Move their last message time forward to `at` (never back), in one statement."""
+        ids = sorted(set(conversation_ids))
+        if not ids:
+            return
         await self.session.execute(
             update(Conversation)
-            .where(Conversation.tenant_id == self.tenant_id, Conversation.id == conversation_id)
+            .where(Conversation.tenant_id == self.tenant_id, Conversation.id.in_(ids))
             .where(or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < at))
             .values(last_message_at=at)
+            .execution_options(synchronize_session=False)
         )
 
     async def _insert_or_get(self, row: Any, reload: Any) -> Any:

@@ -1,0 +1,115 @@
+"""What a batch of inbound events will look up, read up front: a few queries per batch
+instead of a contact, a conversation and a message query per event.
+
+A key that was looked up and not found is recorded as absent, so the repository answers it
+from here too; rows the batch creates are added as it goes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatgate.domain.inbound import (
+    ButtonPressed,
+    DeletedMessages,
+    EditedMessage,
+    ProviderEvent,
+    Reaction,
+    ReceivedMessage,
+    StatusUpdate,
+)
+from chatgate.store.models import Contact, Conversation, Message
+
+Key = tuple[str, str]  # (integration id, address / external chat id / provider message id)
+
+
+@dataclass
+class InboundLookups:
+    contacts: dict[Key, Contact | None] = field(default_factory=dict)
+    conversations: dict[Key, Conversation | None] = field(default_factory=dict)
+    messages: dict[Key, list[Message]] = field(default_factory=dict)  # every direction
+
+
+@dataclass
+class _Wanted:
+    contacts: set[str] = field(default_factory=set)
+    chats: set[str] = field(default_factory=set)
+    messages: set[str] = field(default_factory=set)
+
+
+def _wanted(events: Iterable[tuple[str, ProviderEvent]]) -> dict[str, _Wanted]:
+    wanted: dict[str, _Wanted] = defaultdict(_Wanted)
+    for integration_id, event in events:
+        want = wanted[integration_id]
+        if isinstance(event, ReceivedMessage):
+            want.contacts.add(event.sender.address)
+            want.chats.add(event.chat.external_id)
+            want.messages.add(event.provider_message_id)
+            if event.reply_to_provider_id:
+                want.messages.add(event.reply_to_provider_id)
+        elif isinstance(event, EditedMessage | StatusUpdate):
+            want.messages.add(event.provider_message_id)
+        elif isinstance(event, DeletedMessages):
+            want.messages.update(event.provider_message_ids)
+        elif isinstance(event, Reaction):
+            want.chats.add(event.chat.external_id)
+            want.messages.add(event.provider_message_id)
+        elif isinstance(event, ButtonPressed):
+            if event.chat is not None:
+                want.chats.add(event.chat.external_id)
+            if event.provider_message_id:
+                want.messages.add(event.provider_message_id)
+    return wanted
+
+
+_CHUNK = 500  # bound parameters per IN list, well inside every database's limit
+
+
+def _chunks(values: set[str]) -> list[list[str]]:
+    ordered = sorted(values)
+    return [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
+
+
+async def load_lookups(
+    session: AsyncSession, tenant_id: str, events: Iterable[tuple[str, ProviderEvent]]
+) -> InboundLookups:
+    lookups = InboundLookups()
+    for integration_id, want in _wanted(events).items():
+        for chunk in _chunks(want.contacts):
+            lookups.contacts.update(((integration_id, a), None) for a in chunk)
+            rows = await session.scalars(
+                select(Contact).where(
+                    Contact.tenant_id == tenant_id,
+                    Contact.integration_id == integration_id,
+                    Contact.address.in_(chunk),
+                )
+            )
+            lookups.contacts.update(((integration_id, c.address), c) for c in rows)
+        for chunk in _chunks(want.chats):
+            lookups.conversations.update(((integration_id, x), None) for x in chunk)
+            rows_c = await session.scalars(
+                select(Conversation).where(
+                    Conversation.tenant_id == tenant_id,
+                    Conversation.integration_id == integration_id,
+                    Conversation.external_id.in_(chunk),
+                )
+            )
+            lookups.conversations.update(((integration_id, c.external_id), c) for c in rows_c)
+        for chunk in _chunks(want.messages):
+            for provider_id in chunk:
+                lookups.messages[(integration_id, provider_id)] = []
+            rows_m = await session.scalars(
+                select(Message).where(
+                    Message.tenant_id == tenant_id,
+                    Message.integration_id == integration_id,
+                    Message.provider_message_id.in_(chunk),
+                )
+            )
+            for message in rows_m:
+                lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
+    return lookups
