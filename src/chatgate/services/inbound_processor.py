@@ -10,9 +10,12 @@ reason, its events are retried one by one so one bad event cannot hold up the ot
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import InvalidInput
@@ -21,12 +24,12 @@ from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.fanout import Fanout
 from chatgate.services.inbound_apply import InboundApplier, StatusTooEarly
 from chatgate.store.db import Database
-from chatgate.store.models import Job, RawEvent
+from chatgate.store.models import RawEvent
 from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.events import EventLog, NewEvent
 from chatgate.store.repositories.inbound_lookups import load_lookups
 from chatgate.store.repositories.integrations import IntegrationRepository
-from chatgate.store.repositories.jobs import JobStore
+from chatgate.store.repositories.jobs import ClaimedJob, JobStore
 from chatgate.workers.queue import QueueItem
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,53 @@ log = logging.getLogger(__name__)
 # How long a status report may wait for the send it reports on to commit (retried with backoff
 # meanwhile); after that it concerns a message we never sent (another app on the same number).
 STATUS_GRACE = timedelta(minutes=2)
+
+
+_RAW_EVENTS = cast(Table, RawEvent.__table__)
+
+
+@dataclass(slots=True)
+class _Raw:
+    """A raw event as processing needs it (plain values: loading ORM objects cost more than
+    the processing itself); its outcome is written back with the batch's others."""
+
+    id: str
+    integration_id: str
+    kind: str
+    headers: dict[str, Any]
+    body: bytes
+    received_at: datetime
+    status: str
+    error: str | None = None
+    processed_at: datetime | None = None
+
+
+async def _load_raws(session: AsyncSession, tenant_id: str, ids: list[str]) -> dict[str, _Raw]:
+    table = _RAW_EVENTS
+    rows = await session.execute(
+        select(
+            table.c.id,
+            table.c.integration_id,
+            table.c.kind,
+            table.c.headers,
+            table.c.body,
+            table.c.received_at,
+            table.c.status,
+        ).where(table.c.id.in_(ids), table.c.tenant_id == tenant_id)
+    )
+    return {row.id: _Raw(*row) for row in rows}
+
+
+async def _save_raw_outcomes(session: AsyncSession, raws: list[_Raw]) -> None:
+    if not raws:
+        return
+    table = _RAW_EVENTS
+    await session.execute(
+        table.update()
+        .where(table.c.id == bindparam("b_id"))
+        .values(status=bindparam("b_status"), error=bindparam("b_error"), processed_at=bindparam("b_at")),
+        [{"b_id": r.id, "b_status": r.status, "b_error": r.error, "b_at": r.processed_at} for r in raws],
+    )
 
 
 class LeaseLost(Exception):
@@ -66,9 +116,10 @@ class InboundProcessor:
     async def handle_batch(self, items: list[QueueItem]) -> None:
         """Items all belong to one tenant (the fair scheduler groups them)."""
         async with self.db.transaction() as session:
-            jobs = await JobStore(session).claim_many(
+            claimed = await JobStore(session).claim_plain(
                 [i.job_id for i in items], self.worker_id, self.clock(), self.lease
             )
+        jobs = sorted(claimed, key=lambda job: job.id)  # ULIDs: the order they were received in
         if not jobs:
             return
         try:
@@ -95,7 +146,7 @@ class InboundProcessor:
                     log.exception("inbound job %s failed", job.id)
                     await self._retry(job, f"{type(exc).__name__}: {exc}"[:2000])
 
-    async def _process(self, jobs: list[Job]) -> None:
+    async def _process(self, jobs: list[ClaimedJob]) -> None:
         now = self.clock()
         tenant_id = jobs[0].tenant_id
         async with self.db.transaction() as session:
@@ -103,16 +154,7 @@ class InboundProcessor:
             # worker processes and keeps one lock order everywhere (see EventLog.lock).
             await EventLog(session, tenant_id).lock()
             store = JobStore(session)
-            raws = {
-                r.id: r
-                for r in (
-                    await session.execute(
-                        select(RawEvent).where(
-                            RawEvent.id.in_([j.subject_id for j in jobs]), RawEvent.tenant_id == tenant_id
-                        )
-                    )
-                ).scalars()
-            }
+            raws = await _load_raws(session, tenant_id, [j.subject_id for j in jobs])
             parsed = [
                 (raw, self._parse(raw, now))
                 for raw in (raws.get(job.subject_id) for job in jobs)
@@ -135,6 +177,7 @@ class InboundProcessor:
                     )
                     new_events.extend(await self._apply(applier, raw, provider_events, now, received))
             await repo.touch_conversations(touched, now)
+            await _save_raw_outcomes(session, [raw for raw, _ in parsed])
             stored = await EventLog(session, tenant_id).append(new_events, now)
             integrations = IntegrationRepository(session, tenant_id)
             for integration_id, count in received.items():
@@ -144,7 +187,7 @@ class InboundProcessor:
                 raise LeaseLost
         await self.fanout.after_commit(pending)
 
-    def _parse(self, raw: RawEvent, now: datetime) -> list[ProviderEvent] | None:
+    def _parse(self, raw: _Raw, now: datetime) -> list[ProviderEvent] | None:
         """The raw event's provider events; None (and the raw event marked) when it cannot be parsed."""
         adapter = self.adapters.get(raw.kind)
         try:
@@ -161,7 +204,7 @@ class InboundProcessor:
     async def _apply(
         self,
         applier: InboundApplier,
-        raw: RawEvent,
+        raw: _Raw,
         provider_events: list[ProviderEvent],
         now: datetime,
         received: dict[str, int],
@@ -182,7 +225,7 @@ class InboundProcessor:
             received[raw.integration_id] = received.get(raw.integration_id, 0) + applier.received
         return events
 
-    async def _retry(self, job: Job, error: str) -> None:
+    async def _retry(self, job: ClaimedJob, error: str) -> None:
         now = self.clock()
         async with self.db.transaction() as session:
             jobs = JobStore(session)

@@ -19,12 +19,11 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import configure_mappers
 
 from chatgate.domain.events import EventType
 from chatgate.domain.messages import MessageStatus
 from chatgate.store.models import Conversation, Event, Integration, Message
-from chatgate.store.repositories.events import EventLog, NewEvent, event_rows
+from chatgate.store.repositories.events import EventLog, NewEvent
 
 _MESSAGES = cast(Table, Message.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
@@ -70,16 +69,6 @@ class SentRecord:
     message: MessageRow
     provider_message_id: str
     provider: str
-
-
-def _transient_event(row_id: int, values: dict[str, Any]) -> Event:
-    """An `Event` for the fan-out hooks to read, built without the ORM constructor's per-attribute
-    events (a tenth of the cost); it is never added to the session."""
-    if not _EVENT_MAPPER.configured:
-        configure_mappers()
-    event: Event = _EVENT_MAPPER.class_manager.new_instance()
-    event.__dict__.update(values, id=row_id)
-    return event
 
 
 def sent_status_data(record: SentRecord) -> dict[str, Any]:
@@ -213,29 +202,5 @@ class SendStore:
     async def append_events(
         self, tenant_id: str, events: Sequence[NewEvent], now: datetime
     ) -> list[Event] | None:
-        """`EventLog.append` for events known to be new, without the ORM: number, insert, read
-        back the row ids (fan-out hooks need them). None if the tenant has no sequence row yet
-        (the caller then uses `EventLog.append`).
-
-        Only for events whose cause happened in this transaction (a status that just moved
-        forward), so none of their dedupe keys can exist yet; the unique index would refuse
-        one that did, and the caller's fallback would take over.
-        """
-        if not events:
-            return []
-        first = await EventLog(self.session, tenant_id).reserve(len(events))
-        if first is None:
-            return None
-        last = first + len(events) - 1
-        rows = event_rows(tenant_id, events, first, now)
-        await self.session.execute(_EVENTS.insert(), rows)
-        e = _EVENTS.c
-        ids = {
-            int(r.sequence): int(r.id)
-            for r in await self.session.execute(
-                select(e.id, e.sequence).where(
-                    e.tenant_id == tenant_id, e.sequence >= first, e.sequence <= last
-                )
-            )
-        }
-        return [_transient_event(ids[first + i], row) for i, row in enumerate(rows)]
+        """`EventLog.append_new`: statuses that just moved forward are new events."""
+        return await EventLog(self.session, tenant_id).append_new(events, now)

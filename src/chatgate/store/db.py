@@ -41,6 +41,9 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not driver.startswith("sqlite")}
         if not driver.startswith("sqlite"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        else:
+            # Connections beyond the pool are closed on return; reopening one costs its PRAGMAs.
+            kwargs.update(pool_size=pool_size * 2, max_overflow=pool_size)
         # SQLite keeps the aiosqlite URL users configure, but runs inline (sqlite_inline.py).
         engine_url = (
             f"sqlite+{sqlite_inline.DRIVER}://{url.split('://', 1)[1]}"
