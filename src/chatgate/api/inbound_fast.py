@@ -98,7 +98,7 @@ class InboundFastPath:
             url=_url(scope, headers),
             headers=headers,
             body=b"".join(chunks),
-            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+            query=_query(scope),
         )
         try:
             outcome = await self.gateway.receive(kind, public_id, request)
@@ -115,6 +115,11 @@ class InboundFastPath:
         if outcome.status == 200 and outcome.body == _DUPLICATE_BODY:
             return _DUPLICATE
         return _json(outcome.status, outcome.body)
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw: bytes = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
 
 
 def _url(scope: Scope, headers: dict[str, str]) -> str:

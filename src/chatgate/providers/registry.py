@@ -17,22 +17,20 @@ from chatgate.ratelimit.policies import RatePolicies
 
 class AdapterRegistry:
     def __init__(self, adapters: list[ProviderAdapter]) -> None:
-        self._adapters = {a.kind: a for a in adapters}
+        # Keyed by the kind's string (IntegrationKind is a StrEnum, equal to its value).
+        self._adapters: dict[str, ProviderAdapter] = {str(a.kind): a for a in adapters}
 
     def get(self, kind: IntegrationKind | str) -> ProviderAdapter:
-        try:
-            return self._adapters[IntegrationKind(kind)]
-        except (KeyError, ValueError) as exc:
-            raise InvalidInput(f"integration kind '{kind}' has no provider adapter yet") from exc
+        adapter = self._adapters.get(kind)
+        if adapter is None:
+            raise InvalidInput(f"integration kind '{kind}' has no provider adapter yet")
+        return adapter
 
     def all(self) -> list[ProviderAdapter]:
         return list(self._adapters.values())
 
     def supports(self, kind: str) -> bool:
-        try:
-            return IntegrationKind(kind) in self._adapters
-        except ValueError:
-            return False
+        return kind in self._adapters
 
 
 def default_registry(

@@ -13,10 +13,10 @@ from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ChatgateError, NotFound, Unauthenticated
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.observability.metrics import ApiMetrics
-from chatgate.providers.base import InboundRequest, IntegrationRef
+from chatgate.providers.base import InboundRequest, IntegrationContext, IntegrationRef
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.ingest import IngestWriter
-from chatgate.services.integration_cache import IntegrationCache
+from chatgate.services.integration_cache import CachedIntegration, IntegrationCache
 from chatgate.services.provider_context import ProviderContexts
 from chatgate.store.repositories.integrations import IntegrationRouting
 
@@ -48,6 +48,19 @@ class InboundGateway:
         self.contexts = contexts
         self.clock = clock
         self.metrics = metrics
+        # The adapter context of each cached integration entry, built once per entry (a new
+        # entry, after the cache's TTL or a change, gets a new context).
+        self._contexts: dict[str, tuple[CachedIntegration, IntegrationContext]] = {}
+
+    def _context(self, integration: CachedIntegration) -> IntegrationContext:
+        known = self._contexts.get(integration.ref.id)
+        if known is not None and known[0] is integration:
+            return known[1]
+        context = self.contexts.build(integration.ref, integration.credentials)
+        if len(self._contexts) >= self.cache.max_entries:
+            self._contexts.clear()  # entries of integrations long gone; rebuilt on demand
+        self._contexts[integration.ref.id] = (integration, context)
+        return context
 
     async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
         kind = KIND_ALIASES.get(kind, kind)
@@ -57,7 +70,7 @@ class InboundGateway:
         if integration.status == IntegrationStatus.DISABLED:
             raise NotFound("this integration is disabled")
         adapter = self.adapters.get(kind)
-        context = self.contexts.build(integration.ref, integration.credentials)
+        context = self._context(integration)
         try:
             adapter.verify_inbound(request, context)
         except Unauthenticated:
