@@ -356,3 +356,74 @@ async def test_a_status_that_beats_the_send_commit_is_applied_once_the_send_comm
         return bool(current["status"] == "delivered")
 
     assert await eventually(delivered, timeout=20)
+
+
+async def test_one_batch_with_a_message_its_edit_a_reply_and_a_deletion(api: Api) -> None:
+    """Messages of a batch are inserted together at its end: an edit, a reply and a deletion of
+    a message received earlier in the same batch must still apply to it."""
+    from chatgate.store.models import Message
+    from chatgate.workers.queue import QueueItem
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    container = api.container
+    captured: list[QueueItem] = []
+    working_publish = container.ingest.publish
+
+    async def capture(topic: str, items: list[QueueItem]) -> None:
+        captured.extend(items)
+
+    tag = unique("b")
+    edited = {**message_payload("second", message_id=f"{tag}-1"), "type": "message.edited"}
+    deleted = {
+        "type": "message.deleted",
+        "conversation": {"id": "chat-1", "kind": "private", "title": "Alice"},
+        "message_ids": [f"{tag}-3"],
+    }
+    bodies = [
+        message_payload("first", message_id=f"{tag}-1"),
+        edited,
+        message_payload("a reply", message_id=f"{tag}-2", reply_to=f"{tag}-1"),
+        message_payload("soon gone", message_id=f"{tag}-3"),
+        deleted,
+    ]
+    container.ingest.publish = capture  # the running workers never see these: we process them
+    try:
+        for index, body in enumerate(bodies):
+            stored = await container.ingest.submit(
+                tenant_id=tenant.id,
+                integration_id=integration["id"],
+                kind="webhook",
+                provider_event_id=f"{tag}-event-{index}",
+                headers={"content-type": "application/json"},
+                body=json.dumps(body).encode(),
+            )
+            assert stored
+        await eventually(lambda: len(captured) == len(bodies))  # published by a task after commit
+    finally:
+        container.ingest.publish = working_publish
+    await container.inbound_processor.handle_batch(captured)
+
+    async with container.db.sessions() as session:
+        rows = {
+            m.provider_message_id: m
+            for m in (
+                await session.execute(select(Message).where(Message.provider_message_id.like(f"{tag}-%")))
+            ).scalars()
+        }
+        types = list(
+            (
+                await session.execute(
+                    select(Event.type).where(Event.tenant_id == tenant.id).order_by(Event.sequence)
+                )
+            ).scalars()
+        )
+    assert sorted(rows) == [f"{tag}-1", f"{tag}-2", f"{tag}-3"]
+    assert rows[f"{tag}-1"].text == "second"
+    assert rows[f"{tag}-1"].edited_at is not None
+    assert rows[f"{tag}-2"].reply_to_message_id == rows[f"{tag}-1"].id
+    assert rows[f"{tag}-3"].deleted_at is not None
+    assert rows[f"{tag}-1"].deleted_at is None
+    assert types.count("message.received") == 3
+    assert types.count("message.edited") == 1
+    assert types.count("message.deleted") == 1

@@ -133,25 +133,24 @@ class InboundApplier:
                 self.integration_id, [event.reply_to_provider_id]
             )
             reply_to = targets[0].id if targets else None
-        message = await self.repo.add_message(
-            Message(
-                id=new_id("msg"),
-                tenant_id=self.tenant_id,
-                integration_id=self.integration_id,
-                conversation_id=conversation.id,
-                contact_id=contact.id,
-                direction=Direction.INBOUND.value,
-                status=MessageStatus.RECEIVED.value,
-                provider_message_id=event.provider_message_id,
-                text=event.text,
-                attachments=[await self._attachment(a) for a in event.attachments],
-                reply_to_message_id=reply_to,
-                reply_to_provider_id=event.reply_to_provider_id,
-                sent_at=event.sent_at,
-                created_at=self.now,
-                updated_at=self.now,
-            ),
-            flush=False,  # inserted with the batch's other messages
+        message = self.repo.stage_message(
+            {
+                "id": new_id("msg"),
+                "tenant_id": self.tenant_id,
+                "integration_id": self.integration_id,
+                "conversation_id": conversation.id,
+                "contact_id": contact.id,
+                "direction": Direction.INBOUND.value,
+                "status": MessageStatus.RECEIVED.value,
+                "provider_message_id": event.provider_message_id,
+                "text": event.text,
+                "attachments": [await self._attachment(a) for a in event.attachments],
+                "reply_to_message_id": reply_to,
+                "reply_to_provider_id": event.reply_to_provider_id,
+                "sent_at": event.sent_at,
+                "created_at": self.now,
+                "updated_at": self.now,
+            }
         )
         self.touched.add(conversation.id)
         self.received += 1

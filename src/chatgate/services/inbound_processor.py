@@ -176,6 +176,7 @@ class InboundProcessor:
                         session, tenant_id, raw.integration_id, raw.kind, now, repo=repo, touched=touched
                     )
                     new_events.extend(await self._apply(applier, raw, provider_events, now, received))
+            await repo.insert_staged()
             await repo.touch_conversations(touched, now)
             await _save_raw_outcomes(session, [raw for raw, _ in parsed])
             stored = await EventLog(session, tenant_id).append(new_events, now)

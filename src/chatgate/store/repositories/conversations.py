@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,12 +17,19 @@ from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.inbound_lookups import InboundLookups
+from chatgate.store.transient import transient
+
+_MESSAGES = cast(Table, Message.__table__)
+_MESSAGE_COLUMNS = tuple(column.key for column in _MESSAGES.columns)
+# What the model's column defaults would give; a staged message gets every column.
+_MESSAGE_DEFAULTS: dict[str, Any] = dict.fromkeys(_MESSAGE_COLUMNS) | {"attachments": [], "buttons": []}
 
 
 class ConversationRepository(TenantScoped):
     def __init__(self, session: AsyncSession, tenant_id: str, lookups: InboundLookups | None = None) -> None:
         super().__init__(session, tenant_id)
         self.lookups = lookups  # an inbound batch's rows read up front (inbound_lookups.py)
+        self._staged: list[Message] = []
 
     # --- contacts -------------------------------------------------------------------------------
 
@@ -187,16 +194,28 @@ class ConversationRepository(TenantScoped):
         )
         return value
 
-    async def add_message(self, message: Message, *, flush: bool = True) -> Message:
-        """Without `flush`, the INSERT waits for the transaction's next flush (an inbound batch's
-        messages go in together); lookups of this batch see it at once."""
+    async def add_message(self, message: Message) -> Message:
         self.session.add(message)
+        await self.session.flush()
+        return message
+
+    def stage_message(self, values: dict[str, Any]) -> Message:
+        """A new message held for `insert_staged` (an inbound batch's messages go in as one
+        INSERT); this batch's lookups see it at once, and changes made to it before the insert
+        (an edit or deletion later in the batch) are inserted with it."""
+        message = transient(Message, {**_MESSAGE_DEFAULTS, **values})
+        self._staged.append(message)
         key = (message.integration_id, message.provider_message_id or "")
         if self.lookups is not None and key in self.lookups.messages:
             self.lookups.messages[key].append(message)
-        if flush:
-            await self.session.flush()
         return message
+
+    async def insert_staged(self) -> None:
+        staged, self._staged = self._staged, []
+        if staged:
+            await self.session.execute(
+                _MESSAGES.insert(), [{key: m.__dict__[key] for key in _MESSAGE_COLUMNS} for m in staged]
+            )
 
     async def get_message(self, message_id: str) -> Message:
         return await self._get(Message, message_id, "message")

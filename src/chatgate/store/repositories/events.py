@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.orm import configure_mappers
 
 from chatgate.domain.events import EVENT_VERSION, EventType
 from chatgate.domain.ids import new_id
 from chatgate.store.models import Event, TenantSequence
 from chatgate.store.repositories.base import TenantScoped
+from chatgate.store.transient import transient
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,6 @@ def event_rows(tenant_id: str, events: Sequence[NewEvent], first: int, now: date
 
 
 _EVENTS = cast(Table, Event.__table__)
-_EVENT_MAPPER = Event.__mapper__
-
-
-def transient_event(row_id: int, values: dict[str, Any]) -> Event:
-    """An `Event` for the fan-out hooks to read, built without the ORM constructor's per-attribute
-    events (a tenth of the cost); it is never added to a session."""
-    if not _EVENT_MAPPER.configured:
-        configure_mappers()
-    event: Event = _EVENT_MAPPER.class_manager.new_instance()
-    event.__dict__.update(values, id=row_id)
-    return event
 
 
 class EventLog(TenantScoped):
@@ -107,7 +96,7 @@ class EventLog(TenantScoped):
             )
         )
         ids: dict[int, int] = {int(sequence): int(row_id) for sequence, row_id in found}
-        return [transient_event(ids[row["sequence"]], row) for row in rows]
+        return [transient(Event, {**row, "id": ids[row["sequence"]]}) for row in rows]
 
     async def reserve(self, count: int) -> int | None:
         """Advance the tenant's counter by `count` (its row stays locked until commit); the
