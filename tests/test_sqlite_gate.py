@@ -112,3 +112,30 @@ async def test_writers_go_in_arrival_order() -> None:
     newcomer = asyncio.create_task(writer("newcomer"))
     await asyncio.gather(holding, newcomer, *queued)
     assert order == ["first", "a", "b", "c", "newcomer"]
+
+
+async def test_urgent_writers_go_first_but_never_twice_in_a_row_while_others_wait() -> None:
+    gate = SqliteWriteGate()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with gate.held_async():
+            order.append("first")
+            await release.wait()
+
+    async def writer(name: str, *, urgent: bool = False) -> None:
+        async with gate.held_async(urgent=urgent):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    holding = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    queued = []
+    for name, urgent in (("a", False), ("b", False), ("i1", True), ("i2", True), ("i3", True)):
+        queued.append(asyncio.create_task(writer(name, urgent=urgent)))
+        await asyncio.sleep(0.005)
+    release.set()
+    await asyncio.gather(holding, *queued)
+    # i1 jumps the line; then the others alternate with the remaining urgent ones.
+    assert order == ["first", "i1", "a", "i2", "b", "i3"]

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
 
     # --- workers ----------------------------------------------------------------------------
     worker_concurrency: int = Field(32, ge=1, le=1000, description="Jobs run at once per topic per process")
+    delivery_concurrency: int = Field(
+        200,
+        ge=1,
+        le=2000,
+        description="Webhook deliveries in flight per process (each mostly waits on its endpoint)",
+    )
     sweeper_interval_seconds: float = Field(1.0, gt=0, le=60)
     redispatch_after_seconds: float = Field(
         30.0, ge=1, description="Re-publish a due job not picked up by then"

@@ -128,7 +128,7 @@ class SqliteIngestStore:
         self._connection: sqlite3.Connection | None = None
 
     async def store(self, rows: list[dict[str, object]], now: datetime) -> Stored:
-        async with self.gate.held_async():
+        async with self.gate.held_async(urgent=True):
             connection = self._connection or self._open()
             try:
                 return store_batch(connection, rows, now)

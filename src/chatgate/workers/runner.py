@@ -70,8 +70,13 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
             concurrency=settings.worker_concurrency,
         ),
     }
+    # Webhook deliveries mostly wait on tenants' endpoints: many at once, so one slow endpoint
+    # cannot hold the others up, and their bookkeeping is grouped into larger batches.
+    concurrency = {"deliver": settings.delivery_concurrency}
     for topic, handler in container.extra_consumers().items():
-        schedulers[topic] = FairScheduler(topic, handler, concurrency=settings.worker_concurrency)
+        schedulers[topic] = FairScheduler(
+            topic, handler, concurrency=concurrency.get(topic, settings.worker_concurrency)
+        )
     sweeper = Sweeper(
         container.db,
         container.queue,
