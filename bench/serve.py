@@ -60,7 +60,41 @@ def chatgate_app() -> Any:
     print(f"bench: chatgate imported from {Path(chatgate.__file__).parent}", file=sys.stderr, flush=True)
     container = build_container(settings)
     CONTAINER.append(container)
-    return create_app(container)
+    app = create_app(container)
+    from chatgate.cli import settle_heap
+
+    settle_heap()  # as `chatgate serve` does
+    return app
+
+
+class GcPauses:
+    """Cycle-collector pauses per generation (count, total and longest), printed at shutdown:
+    a long pause stops the event loop like a long transaction does."""
+
+    def __init__(self) -> None:
+        import gc
+        import time
+
+        self._clock = time.perf_counter
+        self._started = 0.0
+        self.stats: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = self._clock()
+            return
+        took = self._clock() - self._started
+        entry = self.stats[info["generation"]]
+        entry[0] += 1
+        entry[1] += took
+        entry[2] = max(entry[2], took)
+
+    def summary(self) -> str:
+        return " ".join(
+            f"gen{g}={int(n)}x/{total * 1000:.0f}ms/max{longest * 1000:.1f}ms"
+            for g, (n, total, longest) in self.stats.items()
+        )
 
 
 def thread_cpu() -> str:
@@ -96,6 +130,7 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
         print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
     app = chatgate_app() if args.app == "chatgate" else bare_app
+    pauses = GcPauses()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -116,6 +151,7 @@ def main() -> None:
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
             print(f"BENCH_THREAD_CPU {thread_cpu()}", flush=True)
+            print(f"BENCH_GC {pauses.summary()}", flush=True)
             if CONTAINER:
                 # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
                 batches = getattr(CONTAINER[0].ingest, "batches", None)

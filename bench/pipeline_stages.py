@@ -1,0 +1,185 @@
+"""CPU per event of each pipeline stage, one stage at a time, in one process (no HTTP server).
+
+    .venv/bin/python bench/pipeline_stages.py [--events 2000] [--delivery-concurrency 200]
+                                              [--profile ingest|process|deliver] [--micro]
+
+1. ingest: `InboundGateway.receive` for signed Standard-Webhooks requests (authentication and
+   the grouped SQLite commit), 64 at once like the HTTP bench's connections;
+2. process: the inbound worker's batches (`InboundProcessor.handle_batch`, 100 jobs each);
+3. deliver: the webhook deliveries those events made, to a local receiver
+   (`bench/fake_provider.py`), `--delivery-concurrency` at once.
+
+Each stage runs alone, so its figure is the event-loop thread's CPU per event for that stage:
+the numbers to watch when changing one of them (the e2e part of `bench/run.py` shows how they
+add up under load). Queue items are captured instead of published, so no worker runs between
+the stages. `--profile STAGE` prints a cProfile table of that stage (inflated, but its
+proportions hold for synchronous code); `--micro` times transactions and row loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    BENCH_DIR,
+    VENV_PYTHON,
+    apply_env,
+    build_container,
+    container_env,
+    free_port,
+    sign,
+    webhook_body,
+)
+from run import create_tenant_and_integration
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--delivery-concurrency", type=int, default=200)
+    parser.add_argument("--profile", choices=["ingest", "process", "deliver"])
+    parser.add_argument("--micro", action="store_true", help="also time transactions and row loads")
+    return parser.parse_args()
+
+
+async def measure(name: str, count: int, run: Callable[[], Awaitable[None]], profile: str | None) -> None:
+    profiler = cProfile.Profile() if profile == name else None
+    cpu, wall = time.thread_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    await run()
+    if profiler is not None:
+        profiler.disable()
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    print(
+        f"{name:8s} {cpu / count * 1e6:7.0f} µs CPU per event  ({wall / count * 1e6:.0f} µs wall, {count} events)"
+    )
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+async def micro(container: Any) -> None:
+    from sqlalchemy import select, text
+
+    from chatgate.store.models import Event
+
+    async with container.db.sessions() as session:
+        event_ids = list((await session.execute(select(Event.id).limit(400))).scalars())
+
+    async def empty_transaction() -> None:
+        async with container.db.transaction():
+            pass
+
+    async def one_statement_transaction() -> None:
+        async with container.db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+
+    turn = [0]
+
+    async def eight_events_as_orm_objects() -> None:
+        start = turn[0] % 50 * 8
+        turn[0] += 1
+        async with container.db.sessions() as session:
+            (await session.execute(select(Event).where(Event.id.in_(event_ids[start : start + 8])))).all()
+
+    for probe in (empty_transaction, one_statement_transaction, eight_events_as_orm_objects):
+        for _ in range(20):
+            await probe()
+        cpu = time.thread_time()
+        for _ in range(200):
+            await probe()
+        print(f"  {probe.__name__}: {(time.thread_time() - cpu) / 200 * 1e6:.0f} µs CPU")
+
+
+async def main(args: argparse.Namespace) -> None:
+    from chatgate.config import Settings
+    from chatgate.providers.base import InboundRequest
+    from chatgate.workers.queue import QueueItem
+
+    port = free_port()
+    receiver = subprocess.Popen([str(VENV_PYTHON), str(BENCH_DIR / "fake_provider.py"), "--port", str(port)])
+    try:
+        await asyncio.sleep(1.0)
+        env = container_env(Path(tempfile.mkdtemp(prefix="chatgate-stages-")), None)
+        env["CHATGATE_RUN_WORKERS_IN_API"] = "false"
+        ids = await create_tenant_and_integration(env, {}, webhook_url=f"http://127.0.0.1:{port}/tenant/hook")
+        apply_env(env)
+        container = build_container(Settings())
+        await container.start()
+        queued: dict[str, list[QueueItem]] = {}
+
+        async def capture(topic: str, items: list[QueueItem]) -> None:
+            queued.setdefault(topic, []).extend(items)
+
+        container.ingest.publish = capture
+        container.fanout.publish = capture
+        public_id = ids["inbound_path"].rsplit("/", 1)[1]
+        now = int(time.time())
+        requests = []
+        for i in range(args.events):
+            message_id = f"m-{i}"
+            body = webhook_body(message_id, chat=f"chat-{i % 100}")
+            headers = {
+                "content-type": "application/json",
+                "host": "127.0.0.1",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(now),
+                "webhook-signature": sign(message_id, now, body),
+            }
+            requests.append(InboundRequest("POST", f"http://127.0.0.1/in/webhook/{public_id}", headers, body))
+
+        async def ingest() -> None:
+            slots = asyncio.Semaphore(64)
+
+            async def one(request: InboundRequest) -> None:
+                async with slots:
+                    await container.inbound.receive("webhook", public_id, request)
+
+            await asyncio.gather(*(one(r) for r in requests))
+            while len(queued.get("inbound", [])) < args.events:  # published just after commit
+                await asyncio.sleep(0.01)
+
+        async def process() -> None:
+            items = queued.pop("inbound")
+            for start in range(0, len(items), 100):
+                await container.inbound_processor.handle_batch(items[start : start + 100])
+
+        async def deliver() -> None:
+            slots = asyncio.Semaphore(args.delivery_concurrency)
+
+            async def one(item: QueueItem) -> None:
+                async with slots:
+                    await container.delivery_worker.handle(item)
+
+            await asyncio.gather(*(one(item) for item in queued.pop("deliver", [])))
+
+        await measure("ingest", args.events, ingest, args.profile)
+        await measure("process", args.events, process, args.profile)
+        await measure("deliver", args.events, deliver, args.profile)
+        if args.micro:
+            await micro(container)
+        await container.aclose()
+    finally:
+        receiver.terminate()
+        receiver.wait()
+
+
+if __name__ == "__main__":
+    uvloop.install()
+    asyncio.run(main(parse_args()))
