@@ -5,7 +5,7 @@
 
 1. ingest: `InboundGateway.receive` for signed Standard-Webhooks requests (authentication and
    the grouped SQLite commit), 64 at once like the HTTP bench's connections;
-2. process: the inbound worker's batches (`InboundProcessor.handle_batch`, 100 jobs each);
+2. process: the inbound worker's batches (`InboundProcessor.handle_batch`, `--process-batch` each);
 3. deliver: the webhook deliveries those events made, to a local receiver
    (`bench/fake_provider.py`), `--delivery-concurrency` at once.
 
@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--process-batch", type=int, default=100, help="raw events per processing batch")
     parser.add_argument("--delivery-concurrency", type=int, default=200)
     parser.add_argument("--profile", choices=["ingest", "process", "deliver"])
     parser.add_argument("--micro", action="store_true", help="also time transactions and row loads")
@@ -157,8 +158,9 @@ async def main(args: argparse.Namespace) -> None:
 
         async def process() -> None:
             items = queued.pop("inbound")
-            for start in range(0, len(items), 100):
-                await container.inbound_processor.handle_batch(items[start : start + 100])
+            size = args.process_batch
+            for start in range(0, len(items), size):
+                await container.inbound_processor.handle_batch(items[start : start + size])
 
         async def deliver() -> None:
             slots = asyncio.Semaphore(args.delivery_concurrency)

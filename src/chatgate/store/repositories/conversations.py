@@ -177,10 +177,14 @@ class ConversationRepository(TenantScoped):
             (integration_id, p) in self.lookups.messages for p in provider_ids
         ):
             return [m for p in provider_ids for m in self.lookups.messages[(integration_id, p)]]
-        query = self._select(Message).where(
-            Message.integration_id == integration_id, Message.provider_message_id.in_(provider_ids)
+        # The tenant is checked on the rows (see inbound_lookups.py: in SQL it made SQLite walk
+        # the tenant's message index instead of the unique one).
+        query = select(Message).where(
+            Message.integration_id == integration_id,
+            Message.direction.in_([d.value for d in Direction]),
+            Message.provider_message_id.in_(provider_ids),
         )
-        return list((await self.session.execute(query)).scalars())
+        return [m for m in (await self.session.execute(query)).scalars() if m.tenant_id == self.tenant_id]
 
     async def last_inbound_at(self, conversation_id: str) -> datetime | None:
         """When the customer last wrote: the provider's timestamp when it gave one (a webhook

@@ -23,6 +23,7 @@ from chatgate.domain.inbound import (
     ReceivedMessage,
     StatusUpdate,
 )
+from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
 
 Key = tuple[str, str]  # (integration id, address / external chat id / provider message id)
@@ -67,6 +68,7 @@ def _wanted(events: Iterable[tuple[str, ProviderEvent]]) -> dict[str, _Wanted]:
     return wanted
 
 
+_DIRECTIONS = tuple(d.value for d in Direction)
 _CHUNK = 500  # bound parameters per IN list, well inside every database's limit
 
 
@@ -103,13 +105,17 @@ async def load_lookups(
         for chunk in _chunks(want.messages):
             for provider_id in chunk:
                 lookups.messages[(integration_id, provider_id)] = []
+            # The tenant is checked on the rows, not in SQL: with `tenant_id = ?` in the query,
+            # SQLite's planner walked the tenant's whole message index instead of the unique
+            # (integration, direction, provider id) one (an integration has one tenant anyway).
             rows_m = await session.scalars(
                 select(Message).where(
-                    Message.tenant_id == tenant_id,
                     Message.integration_id == integration_id,
+                    Message.direction.in_(_DIRECTIONS),
                     Message.provider_message_id.in_(chunk),
                 )
             )
             for message in rows_m:
-                lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
+                if message.tenant_id == tenant_id:
+                    lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
     return lookups

@@ -1,0 +1,80 @@
+"""SQLite query plans of the hot paths: lookups by id must use the key they name.
+
+Without statistics SQLite's planner guesses; two guesses went wrong and cost time in proportion
+to the table (found with bench/pipeline_stages.py): claiming jobs by id searched both status
+indexes (every due job), and looking messages up by provider id walked the tenant's whole
+message index. These tests capture the statements as the code issues them and ask SQLite for
+their plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event
+
+from chatgate.domain.inbound import ChatRef, Party, ReceivedMessage
+from chatgate.store.repositories.inbound_lookups import load_lookups
+from chatgate.store.repositories.jobs import JobStore
+from tests.conftest import Api
+from tests.webhook_helpers import webhook_integration
+
+
+@contextmanager
+def captured(api: Api, prefix: str) -> Iterator[list[tuple[str, Any]]]:
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith(prefix):
+            statements.append((statement, parameters))
+
+    engine = api.container.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def plan(api: Api, statement: str, parameters: Any) -> str:
+    async with api.container.db.engine.connect() as conn:
+        rows = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+    return " | ".join(str(row[-1]) for row in rows)
+
+
+async def test_claiming_jobs_by_id_uses_the_primary_key(sqlite_api: Api) -> None:
+    with captured(sqlite_api, "UPDATE JOBS") as statements:
+        async with sqlite_api.container.db.transaction() as session:
+            ids = [f"job_{i}" for i in range(50)]  # a batch's worth: the guess depends on the count
+            await JobStore(session).claim_plain(ids, "w", datetime.now(UTC), timedelta(seconds=60))
+    assert statements
+    found = await plan(sqlite_api, *statements[0])
+    assert "sqlite_autoindex_jobs_1 (id=?)" in found, found
+    assert "MULTI-INDEX OR" not in found, found
+
+
+async def test_message_lookups_by_provider_id_use_the_unique_index(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    events = [
+        (
+            integration["id"],
+            ReceivedMessage(
+                provider_message_id=f"m{i}",
+                chat=ChatRef("c1", title="Alice"),
+                sender=Party("u1", "Alice"),
+                text="hi",
+                reply_to_provider_id="m0" if i else None,
+            ),
+        )
+        for i in range(50)
+    ]
+    with captured(sqlite_api, "SELECT MESSAGES") as statements:
+        async with sqlite_api.container.db.sessions() as session:
+            await load_lookups(session, tenant.id, events)
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "(integration_id=? AND direction=? AND provider_message_id=?)" in found, found
