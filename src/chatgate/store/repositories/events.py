@@ -56,6 +56,7 @@ class EventLog(TenantScoped):
             update(TenantSequence)
             .where(TenantSequence.tenant_id == self.tenant_id)
             .values(last_sequence=TenantSequence.last_sequence)
+            .execution_options(synchronize_session=False)
         )
 
     async def append(self, events: list[NewEvent], now: datetime) -> list[Event]:
@@ -105,6 +106,7 @@ class EventLog(TenantScoped):
             update(TenantSequence)
             .where(TenantSequence.tenant_id == self.tenant_id)
             .values(last_sequence=TenantSequence.last_sequence + count)
+            .execution_options(synchronize_session=False)
         )
         last = (
             await self.session.execute(

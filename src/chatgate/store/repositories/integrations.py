@@ -50,6 +50,9 @@ class IntegrationRepository(TenantScoped):
                 messages_sent=Integration.messages_sent + sent,
                 last_activity_at=at,
             )
+            # Nothing in the session needs these columns refreshed; matching objects in it cost
+            # more than the statement.
+            .execution_options(synchronize_session=False)
         )
 
 
