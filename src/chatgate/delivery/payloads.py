@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from chatgate.domain.events import EventType
-from chatgate.store.models import Event
 
 FORMATS = ("standard", "lovable")
 
 
-def envelope(event: Event) -> dict[str, Any]:
+class EventLike(Protocol):
+    """The event fields a body is made of (an ORM `Event`, or a worker's lighter row)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def integration_id(self) -> str | None: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def envelope(event: EventLike) -> dict[str, Any]:
     return {
         "id": event.event_id,
         "type": event.type,
@@ -25,7 +48,7 @@ def envelope(event: Event) -> dict[str, Any]:
     }
 
 
-def lovable(event: Event, options: dict[str, Any]) -> dict[str, Any] | None:
+def lovable(event: EventLike, options: dict[str, Any]) -> dict[str, Any] | None:
     """The self-hosted Telegram CRM seed's inbound format; only received messages are sent."""
     if event.type != EventType.MESSAGE_RECEIVED or event.data.get("direction") != "inbound":
         return None
@@ -42,7 +65,7 @@ def lovable(event: Event, options: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def render(event: Event, format_name: str, options: dict[str, Any]) -> bytes | None:
+def render(event: EventLike, format_name: str, options: dict[str, Any]) -> bytes | None:
     """The request body, or None when this format does not carry this event."""
     if format_name == "lovable":
         body = lovable(event, options)

@@ -10,12 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from chatgate.delivery import signing
 from chatgate.delivery.http import DeliveryNetworkError, HttpResult, SafeHttpClient
@@ -33,7 +47,15 @@ from chatgate.services.secret_cache import SecretCache
 from chatgate.store.db import Database
 from chatgate.store.models import Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.store.repositories.events import EventLog, NewEvent
-from chatgate.store.repositories.jobs import ClaimedJob, JobStore, Reschedule
+from chatgate.store.repositories.jobs import (
+    CLAIM,
+    FINISH,
+    RETRY,
+    ClaimedJob,
+    Reschedule,
+    held_by_worker,
+    retry_params,
+)
 from chatgate.store.repositories.sealed import endpoint_secret_aad
 from chatgate.store.repositories.webhooks import WebhookRepository
 from chatgate.workers.batcher import GroupBatcher
@@ -49,14 +71,170 @@ class DeliveryPolicy:
     disable_after: timedelta = timedelta(days=5)
 
 
+# ------------------------------------------------------------------ what a delivery needs, as plain rows
+
+
+class _DeliveryRow(NamedTuple):
+    id: str
+    tenant_id: str
+    endpoint_id: str
+    event_row_id: int
+    conversation_id: str | None
+    status: str
+
+
+class _EndpointRow(NamedTuple):
+    id: str
+    tenant_id: str
+    url: str
+    enabled: bool
+    disabled_reason: str | None
+    ordering: str
+    rate_limit_per_second: float | None
+    format: str
+    format_options: dict[str, Any]
+    custom_headers: dict[str, Any]
+    secret_sealed: str
+    previous_secret_sealed: str | None
+    previous_secret_expires_at: datetime | None
+    format_secret_sealed: str | None
+    updated_at: datetime
+
+
+class _EventRow(NamedTuple):
+    event_id: str
+    tenant_id: str
+    sequence: int
+    type: str
+    version: int
+    integration_id: str | None
+    conversation_id: str | None
+    created_at: datetime
+    data: dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    """A claimed delivery job with what it needs, read in the claim batch's one query each."""
+    """A claimed delivery job with what it needs, read in the claim's transaction."""
 
     job: ClaimedJob
-    delivery: WebhookDelivery | None
-    endpoint: WebhookEndpoint | None
-    event: Event | None
+    delivery: _DeliveryRow | None
+    endpoint: _EndpointRow | None
+    event: _EventRow | None
+
+
+class _Live(NamedTuple):
+    """A job still ours at recording time, with its delivery and endpoint as they are now."""
+
+    delivery_id: str | None  # None: the delivery is gone (or not the job's tenant's)
+    attempts: int
+    endpoint_id: str | None
+    failing_since: datetime | None
+
+
+# ------------------------------------------------------------------ statements, built once
+
+_JOBS = cast(Table, Job.__table__)
+_DELIVERIES = cast(Table, WebhookDelivery.__table__)
+_ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_ATTEMPTS = cast(Table, WebhookAttempt.__table__)
+
+
+# A delivery belongs to its job's tenant; its endpoint and event to the delivery's.
+_JOB_DELIVERY = and_(_DELIVERIES.c.id == _JOBS.c.subject_id, _DELIVERIES.c.tenant_id == _JOBS.c.tenant_id)
+_DELIVERY_ENDPOINT = and_(
+    _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id, _ENDPOINTS.c.tenant_id == _DELIVERIES.c.tenant_id
+)
+_DELIVERY_EVENT = and_(
+    _EVENTS.c.id == _DELIVERIES.c.event_row_id, _EVENTS.c.tenant_id == _DELIVERIES.c.tenant_id
+)
+
+
+_JOB_END = 4
+_DELIVERY_END = _JOB_END + len(_DeliveryRow._fields)
+_ENDPOINT_END = _DELIVERY_END + len(_EndpointRow._fields)
+_LOADED = (
+    _JOBS.c.id,
+    _JOBS.c.tenant_id,
+    _JOBS.c.subject_id,
+    _JOBS.c.attempts,
+    *(_DELIVERIES.c[name] for name in _DeliveryRow._fields),
+    *(_ENDPOINTS.c[name] for name in _EndpointRow._fields),
+    *(_EVENTS.c[name] for name in _EventRow._fields),
+)
+_LIVE = (_DELIVERIES.c.attempts, _ENDPOINTS.c.failing_since)
+_ROW_IDS = (_JOBS.c.id, _DELIVERIES.c.id, _ENDPOINTS.c.id)
+
+
+def _null(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    return type_coerce(null(), column.type)
+
+
+def _ids_only(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    return column if any(column is kept for kept in _ROW_IDS) else _null(column)
+
+
+_WITH_ENDPOINT = _JOBS.outerjoin(_DELIVERIES, _JOB_DELIVERY).outerjoin(_ENDPOINTS, _DELIVERY_ENDPOINT)
+# After the claim, the turn's one read (rows of the same shape, told apart by job id):
+# - the jobs just claimed (b_claims, this lease) with all their deliveries need;
+# - the jobs whose outcomes are recorded (b_held) that are still ours, with the live state of
+#   their deliveries and endpoints (ids, attempts, failing_since) that the outcomes build on.
+_READ = union_all(
+    select(*_LOADED, *map(_null, _LIVE))
+    .select_from(_WITH_ENDPOINT.outerjoin(_EVENTS, _DELIVERY_EVENT))
+    .where(held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")),
+    select(*map(_ids_only, _LOADED), *_LIVE).select_from(_WITH_ENDPOINT).where(held_by_worker("b_held")),
+)
+_BY_DELIVERY = and_(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c.tenant_id == bindparam("b_tenant"))
+# An attempt's result; `finished_at` is kept when b_finished is NULL (a failure to retry).
+_RECORD_ATTEMPT = (
+    _DELIVERIES.update()
+    .where(_BY_DELIVERY)
+    .values(
+        status=bindparam("b_status"),
+        attempts=_DELIVERIES.c.attempts + 1,
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        next_attempt_at=bindparam("b_next"),
+        finished_at=func.coalesce(
+            bindparam("b_finished", type_=_DELIVERIES.c.finished_at.type), _DELIVERIES.c.finished_at
+        ),
+    )
+)
+# A delivery closed without an attempt (endpoint disabled or deleted, event not carried).
+_CLOSE = (
+    _DELIVERIES.update()
+    .where(_BY_DELIVERY)
+    .values(
+        status=bindparam("b_status"),
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        finished_at=bindparam("b_finished"),
+    )
+)
+_INSERT_ATTEMPTS = insert(_ATTEMPTS)
+# (`updated_at` follows by its onupdate, as it did when the ORM flushed this change)
+_SET_FAILING = (
+    _ENDPOINTS.update().where(_ENDPOINTS.c.id == bindparam("b_id")).values(failing_since=bindparam("b_since"))
+)
+
+
+def _live(row: Sequence[Any]) -> _Live:
+    return _Live(row[_JOB_END], row[-2] or 0, row[_DELIVERY_END], row[-1])
+
+
+def _loaded(row: Sequence[Any]) -> _Loaded:
+    job = ClaimedJob(row[0], row[1], row[2], int(row[3]))
+    if row[_JOB_END] is None:
+        return _Loaded(job, None, None, None)
+    delivery = _DeliveryRow._make(row[_JOB_END:_DELIVERY_END])
+    endpoint = None if row[_DELIVERY_END] is None else _EndpointRow._make(row[_DELIVERY_END:_ENDPOINT_END])
+    event = None if row[_ENDPOINT_END] is None else _EventRow._make(row[_ENDPOINT_END : -len(_LIVE)])
+    return _Loaded(job, delivery, endpoint, event)
+
+
+# ------------------------------------------------------------------ outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +256,7 @@ class _Later:
 class _Attempted:
     job: ClaimedJob
     delivery_id: str
-    endpoint: WebhookEndpoint
+    endpoint: _EndpointRow
     attempted_at: datetime  # retries are scheduled from here, however late the recording
     shown_headers: dict[str, str]
     result: HttpResult | None
@@ -87,12 +265,47 @@ class _Attempted:
 
 
 _Outcome = _Close | _Later | _Attempted
+_Request = str | _Outcome  # a job id to claim, or an outcome to record
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What the turn read: the claims it made, loaded, and the recorded jobs still ours."""
+
+    loaded: dict[str, _Loaded]
+    live: dict[str, _Live]
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What one batch of outcomes writes, gathered first, then written a statement per kind."""
+
+    finished: list[str] = field(default_factory=list)
+    later: list[Reschedule] = field(default_factory=list)
+    closed: list[dict[str, object]] = field(default_factory=list)
+    attempted: list[dict[str, object]] = field(default_factory=list)
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    # endpoint id → failing_since: as read, and as this batch leaves it
+    failing_before: dict[str, datetime | None] = field(default_factory=dict)
+    failing: dict[str, datetime | None] = field(default_factory=dict)
+    delivery_attempts: dict[str, int] = field(default_factory=dict)
+    disables: list[_Disable] = field(default_factory=list)  # rare: written apart, in order
+
+
+@dataclass(frozen=True, slots=True)
+class _Disable:
+    """An endpoint to disable (410, or failing too long), and the tenant to tell if we did."""
+
+    tenant_id: str
+    endpoint: _EndpointRow
+    reason: str
+    at: datetime
 
 
 class DeliveryWorker:
     """Deliveries run concurrently, each on its own (a slow endpoint holds up nobody else),
-    while their database work is grouped: claims that arrive together are made and loaded in
-    one transaction, and outcomes that arrive together are recorded in one."""
+    while their database work is grouped: the outcomes and the claims that arrive together
+    are recorded, made and loaded in one transaction (one commit), with plain statements."""
 
     def __init__(
         self,
@@ -119,12 +332,11 @@ class DeliveryWorker:
         self.worker_id = worker_id
         self.policy = policy
         self.lease = lease
-        self._claims: GroupBatcher[str, _Loaded | None] = GroupBatcher("deliver-claims", self._claim_batch)
-        self._records: GroupBatcher[_Outcome, None] = GroupBatcher("deliver-records", self._record_batch)
+        self._turns: GroupBatcher[_Request, _Loaded | None] = GroupBatcher("deliver-turns", self._turn)
         self._secrets = SecretCache(secret_ttl)
 
     async def handle(self, item: QueueItem) -> None:
-        loaded = await self._claims.submit(item.job_id)
+        loaded = await self._turns.submit(item.job_id)
         if loaded is None:
             return
         try:
@@ -133,40 +345,91 @@ class DeliveryWorker:
             log.exception("delivery job %s crashed", loaded.job.id)
             outcome = self._later(loaded.job, 30.0, f"{type(exc).__name__}: {exc}")
         try:
-            await self._records.submit(outcome)
+            await self._turns.submit(outcome)
         except LeaseLost:
             log.info("delivery job %s was taken over", loaded.job.id)
 
-    async def _claim_batch(self, job_ids: list[str]) -> list[_Loaded | None]:
-        now = self.clock()
-        async with self.db.transaction() as session:
-            claimed = {
-                c.id: c for c in await JobStore(session).claim_plain(job_ids, self.worker_id, now, self.lease)
-            }
-        deliveries: dict[str, WebhookDelivery] = {}
-        endpoints: dict[str, WebhookEndpoint] = {}
-        events: dict[int, Event] = {}
-        if claimed:
-            async with self.db.sessions() as session:
-                deliveries = await _by_id(session, WebhookDelivery, {c.subject_id for c in claimed.values()})
-                endpoints = await _by_id(
-                    session, WebhookEndpoint, {d.endpoint_id for d in deliveries.values()}
-                )
-                events = await _by_id(session, Event, {d.event_row_id for d in deliveries.values()})
-        loaded: list[_Loaded | None] = []
-        for job_id in job_ids:
-            job = claimed.pop(job_id, None)  # a job queued twice is delivered once
-            if job is None:
-                loaded.append(None)
-                continue
-            delivery = deliveries.get(job.subject_id)
-            if delivery is None or delivery.tenant_id != job.tenant_id:
-                loaded.append(_Loaded(job, None, None, None))
-                continue
-            loaded.append(
-                _Loaded(job, delivery, endpoints.get(delivery.endpoint_id), events.get(delivery.event_row_id))
+    async def _turn(self, requests: list[_Request]) -> list[_Loaded | BaseException | None]:
+        """Record the outcomes, then make the claims, that arrived together: the loaded claim
+        (None if not ours) for a job id, None or LeaseLost for an outcome."""
+        claims = [r for r in requests if isinstance(r, str)]
+        outcomes = [r for r in requests if not isinstance(r, str)]
+        try:
+            loaded, held = await self._transact(claims, outcomes)
+        except Exception as exc:
+            if not claims or not outcomes:
+                raise
+            log.warning(
+                "claims and outcomes failed together (%s: %s); retrying apart", type(exc).__name__, exc
             )
-        return loaded
+            return await self._apart(requests)
+        # a job queued twice is delivered once
+        return [
+            loaded.pop(r, None) if isinstance(r, str) else None if r.job.id in held else LeaseLost()
+            for r in requests
+        ]
+
+    async def _apart(self, requests: list[_Request]) -> list[_Loaded | BaseException | None]:
+        """A failed mixed turn again as two, so claims never fail for outcomes or the reverse."""
+        results: list[_Loaded | BaseException | None] = [None] * len(requests)
+        for claims in (True, False):
+            positions = [n for n, r in enumerate(requests) if isinstance(r, str) == claims]
+            try:
+                part = await self._turn([requests[n] for n in positions])
+            except Exception as exc:  # noqa: BLE001 - goes to this part's callers
+                part = [exc] * len(positions)
+            for n, result in zip(positions, part, strict=True):
+                results[n] = result
+        return results
+
+    async def _transact(
+        self, claims: list[str], outcomes: list[_Outcome]
+    ) -> tuple[dict[str, _Loaded], set[str]]:
+        """One transaction: the claims made, one read for claims and outcomes, the outcomes
+        recorded. The loaded claims, and the ids of the recorded jobs that were still ours."""
+        now = self.clock()
+        held = {o.job.id for o in outcomes}
+        params = {
+            # a job recorded in this turn is not claimable (finished or rescheduled by it)
+            "b_claims": [job_id for job_id in claims if job_id not in held],
+            "b_held": list(held),
+            "b_worker": self.worker_id,
+            "b_now": now,
+            "b_until": now + self.lease,
+        }
+        pendings: list[PendingFanout] = []
+        async with self.db.transaction() as session:
+            read, writes = await session.run_sync(self._claim_read_record, params, outcomes)
+            if writes.disables:
+                pendings = await self._disable(session, writes.disables, now)
+                await session.run_sync(self._write_last, writes, now)
+        for pending in pendings:
+            await self.fanout.after_commit(pending)
+        return read.loaded, set(read.live)
+
+    def _claim_read_record(
+        self, session: Session, params: dict[str, Any], outcomes: list[_Outcome]
+    ) -> tuple[_Read, _Writes]:
+        """The turn's statements, in one greenlet; all of them unless an endpoint is disabled."""
+        connection = session.connection()
+        if params["b_claims"]:
+            connection.execute(CLAIM, params)
+        read = _Read({}, {})
+        held = set(params["b_held"])
+        for row in connection.execute(_READ, params):
+            if row[0] in held:
+                read.live[row[0]] = _live(row)
+            else:
+                read.loaded[row[0]] = _loaded(row)
+        writes = _Writes()
+        for outcome in outcomes:
+            state = read.live.get(outcome.job.id)
+            if state is not None:
+                self._plan(outcome, state, writes, params["b_now"])
+        _write_deliveries(connection, writes)
+        if not writes.disables:
+            self._write_last(session, writes, params["b_now"])
+        return read, writes
 
     async def _attempt(self, loaded: _Loaded) -> _Outcome:
         job, delivery, endpoint, event = loaded.job, loaded.delivery, loaded.endpoint, loaded.event
@@ -207,11 +470,11 @@ class DeliveryWorker:
     def _later(self, job: ClaimedJob, delay: float, error: str | None, *, count: bool = True) -> _Later:
         return _Later(job, self.clock() + timedelta(seconds=max(0.05, delay)), error, count)
 
-    async def _blocked(self, delivery: WebhookDelivery) -> bool:
+    async def _blocked(self, delivery: _DeliveryRow) -> bool:
         async with self.db.sessions() as session:
             return await WebhookRepository(session, delivery.tenant_id).earlier_open_in_conversation(delivery)
 
-    async def _headers(self, endpoint: WebhookEndpoint, event: Event, body: bytes) -> dict[str, str]:
+    async def _headers(self, endpoint: _EndpointRow, event: _EventRow, body: bytes) -> dict[str, str]:
         now = self.clock()
         secrets = [
             await self._open(endpoint, "secret_sealed", endpoint.secret_sealed),
@@ -234,7 +497,7 @@ class DeliveryWorker:
             )
         return headers
 
-    async def _open(self, endpoint: WebhookEndpoint, column: str, sealed: str) -> str:
+    async def _open(self, endpoint: _EndpointRow, column: str, sealed: str) -> str:
         # The sealed text is part of the key: a rotated secret is a different entry.
         key = (endpoint.tenant_id, endpoint.id, column, sealed)
         cached = self._secrets.get(key)
@@ -246,86 +509,46 @@ class DeliveryWorker:
         self._secrets.put(key, opened)
         return opened
 
-    async def _record_batch(self, outcomes: list[_Outcome]) -> list[BaseException | None]:
-        now = self.clock()
-        pendings: list[PendingFanout] = []
-        async with self.db.transaction() as session:
-            held = set(
-                (
-                    await session.execute(
-                        select(Job.id).where(
-                            Job.id.in_([o.job.id for o in outcomes]),
-                            Job.status == "running",
-                            Job.leased_by == self.worker_id,
-                        )
-                    )
-                ).scalars()
-            )
-            mine = [o for o in outcomes if o.job.id in held]
-            deliveries = await _by_id(
-                session,
-                WebhookDelivery,
-                {o.delivery_id for o in mine if not isinstance(o, _Later) and o.delivery_id is not None},
-            )
-            endpoints = await _by_id(
-                session, WebhookEndpoint, {o.endpoint.id for o in mine if isinstance(o, _Attempted)}
-            )
-            finished: list[str] = []
-            later: list[Reschedule] = []
-            new_events: dict[str, list[NewEvent]] = defaultdict(list)
-            attempts: list[dict[str, object]] = []  # inserted together (one executemany)
-            for outcome in mine:
-                if isinstance(outcome, _Later):
-                    later.append(Reschedule(outcome.job.id, outcome.run_after, outcome.error, outcome.count))
-                    continue
-                delivery = deliveries.get(outcome.delivery_id) if outcome.delivery_id else None
-                if delivery is not None and delivery.tenant_id != outcome.job.tenant_id:
-                    delivery = None  # never touch another tenant's row
-                if isinstance(outcome, _Close):
-                    if delivery is not None and outcome.outcome is not None:
-                        delivery.status, delivery.last_status_code, delivery.last_error = outcome.outcome
-                        delivery.finished_at = now
-                    finished.append(outcome.job.id)
-                    continue
-                endpoint = endpoints.get(outcome.endpoint.id)
-                if delivery is None or endpoint is None:
-                    finished.append(outcome.job.id)  # deleted meanwhile: nothing left to record
-                    continue
-                retry = await self._apply_attempt(session, outcome, delivery, endpoint, new_events, attempts)
-                if retry is None:
-                    finished.append(outcome.job.id)
-                else:
-                    later.append(retry)
-            if attempts:
-                await session.execute(insert(WebhookAttempt), attempts)
-            for tenant_id, events in new_events.items():
-                stored = await EventLog(session, tenant_id).append(events, now)
-                pendings.append(await self.fanout.in_transaction(session, tenant_id, stored, now))
-            store = JobStore(session)
-            await store.finish_many(finished, self.worker_id, now)
-            await store.retry_many(later, self.worker_id)
-        for pending in pendings:
-            await self.fanout.after_commit(pending)
-        return [None if o.job.id in held else LeaseLost() for o in outcomes]
+    def _plan(self, outcome: _Outcome, live: _Live, writes: _Writes, now: datetime) -> None:
+        """Add one outcome of a job still ours to the batch's writes."""
+        if isinstance(outcome, _Later):
+            writes.later.append(Reschedule(outcome.job.id, outcome.run_after, outcome.error, outcome.count))
+            return
+        delivery_id = live.delivery_id  # never another tenant's row: the query joins on the tenant
+        if isinstance(outcome, _Close):
+            if delivery_id is not None and outcome.delivery_id == delivery_id and outcome.outcome is not None:
+                status, code, error = outcome.outcome
+                writes.closed.append(
+                    {
+                        "b_id": delivery_id,
+                        "b_tenant": outcome.job.tenant_id,
+                        "b_status": status,
+                        "b_code": code,
+                        "b_error": error,
+                        "b_finished": now,
+                    }
+                )
+            writes.finished.append(outcome.job.id)
+            return
+        if delivery_id != outcome.delivery_id or live.endpoint_id != outcome.endpoint.id:
+            writes.finished.append(outcome.job.id)  # deleted meanwhile: nothing left to record
+            return
+        retry = self._apply_attempt(outcome, live, writes)
+        if retry is None:
+            writes.finished.append(outcome.job.id)
+        else:
+            writes.later.append(retry)
 
-    async def _apply_attempt(
-        self,
-        session: AsyncSession,
-        outcome: _Attempted,
-        current: WebhookDelivery,
-        live_endpoint: WebhookEndpoint,
-        new_events: dict[str, list[NewEvent]],
-        attempts: list[dict[str, object]],
-    ) -> Reschedule | None:
+    def _apply_attempt(self, outcome: _Attempted, live: _Live, writes: _Writes) -> Reschedule | None:
         """Record one attempt on its delivery and endpoint; the job's next run, or None when done."""
         now = outcome.attempted_at
         result = outcome.result
         status_code = result.status if result is not None else None
         endpoint_id = outcome.endpoint.id
-        attempts.append(
+        writes.attempts.append(
             {
                 "tenant_id": outcome.job.tenant_id,
-                "delivery_id": current.id,
+                "delivery_id": outcome.delivery_id,
                 "attempted_at": now,
                 "url": outcome.endpoint.url,
                 "request_headers": outcome.shown_headers,
@@ -337,39 +560,74 @@ class DeliveryWorker:
                 "error": outcome.error,
             }
         )
+        # the same delivery twice in a batch (a resend racing a retry) counts both attempts
+        attempts = writes.delivery_attempts.get(outcome.delivery_id, live.attempts) + 1
+        writes.delivery_attempts[outcome.delivery_id] = attempts
+        if endpoint_id not in writes.failing:
+            writes.failing_before[endpoint_id] = writes.failing[endpoint_id] = live.failing_since
         ok = status_code is not None and 200 <= status_code < 300
-        current.attempts += 1
-        current.last_status_code = status_code
-        current.last_error = outcome.error or (None if ok else f"the endpoint answered {status_code}")
+        error = outcome.error or (None if ok else f"the endpoint answered {status_code}")
+        update: dict[str, object] = {
+            "b_id": outcome.delivery_id,
+            "b_tenant": outcome.job.tenant_id,
+            "b_code": status_code,
+            "b_error": error,
+        }
+        writes.attempted.append(update)
         if ok:
-            current.status = "succeeded"
-            current.finished_at = now
-            current.next_attempt_at = None
-            if live_endpoint.failing_since is not None:
-                live_endpoint.failing_since = None
+            update.update(b_status="succeeded", b_finished=now, b_next=None)
+            writes.failing[endpoint_id] = None
             self.metrics.succeeded.labels(endpoint_id).inc()
             return None
         self.metrics.failed.labels(endpoint_id).inc()
-        live_endpoint.failing_since = live_endpoint.failing_since or now
+        failing_since = writes.failing[endpoint_id] = writes.failing[endpoint_id] or now
         reason = None
         if status_code == 410:
             reason = "the endpoint answered 410 Gone"
-        elif now - live_endpoint.failing_since > self.policy.disable_after:
-            reason = f"failing continuously since {live_endpoint.failing_since.isoformat()}"
-        repo = WebhookRepository(session, outcome.job.tenant_id)
-        if reason and await repo.disable(endpoint_id, reason, now):
-            new_events[outcome.job.tenant_id].append(_disabled_event(outcome.endpoint, reason))
-        delay = None if reason else next_delay(self.policy.schedule, current.attempts, _retry_after(result))
+        elif now - failing_since > self.policy.disable_after:
+            reason = f"failing continuously since {failing_since.isoformat()}"
+        if reason:
+            writes.disables.append(_Disable(outcome.job.tenant_id, outcome.endpoint, reason, now))
+        delay = None if reason else next_delay(self.policy.schedule, attempts, _retry_after(result))
         if delay is None:
-            current.status = "dead"
-            current.finished_at = now
-            current.next_attempt_at = None
+            update.update(b_status="dead", b_finished=now, b_next=None)
             self.metrics.dead.labels(endpoint_id).inc()
             return None
-        current.status = "failed"
         run_after = now + timedelta(seconds=delay)
-        current.next_attempt_at = run_after
-        return Reschedule(outcome.job.id, run_after, current.last_error, False)
+        update.update(b_status="failed", b_finished=None, b_next=run_after)  # finished_at kept
+        return Reschedule(outcome.job.id, run_after, error, False)
+
+    async def _disable(
+        self, session: AsyncSession, disables: list[_Disable], now: datetime
+    ) -> list[PendingFanout]:
+        """Disable the endpoints (each once) and tell their tenants, before the jobs close."""
+        events: dict[str, list[NewEvent]] = defaultdict(list)
+        for disable in disables:
+            repo = WebhookRepository(session, disable.tenant_id)
+            if await repo.disable(disable.endpoint.id, disable.reason, disable.at):
+                events[disable.tenant_id].append(_disabled_event(disable.endpoint, disable.reason))
+        pendings: list[PendingFanout] = []
+        for tenant_id, new in events.items():
+            stored = await EventLog(session, tenant_id).append(new, now)
+            pendings.append(await self.fanout.in_transaction(session, tenant_id, stored, now))
+        return pendings
+
+    def _write_last(self, session: Session, writes: _Writes, now: datetime) -> None:
+        """The endpoints' failing_since as the batch leaves them, then the jobs."""
+        connection = session.connection()
+        failing = [
+            {"b_id": endpoint_id, "b_since": since}
+            for endpoint_id, since in writes.failing.items()
+            if since != writes.failing_before[endpoint_id]
+        ]
+        if failing:
+            connection.execute(_SET_FAILING, failing)
+        if writes.finished:
+            connection.execute(
+                FINISH, {"b_finished": writes.finished, "b_worker": self.worker_id, "b_now": now}
+            )
+        if writes.later:
+            connection.execute(RETRY, [{**p, "b_worker": self.worker_id} for p in retry_params(writes.later)])
 
     async def refresh_depth(self) -> int:
         """Export how many deliveries wait per endpoint (a periodic job)."""
@@ -390,6 +648,15 @@ class DeliveryWorker:
         return len(rows)
 
 
+def _write_deliveries(connection: Connection, writes: _Writes) -> None:
+    if writes.closed:
+        connection.execute(_CLOSE, writes.closed)
+    if writes.attempted:
+        connection.execute(_RECORD_ATTEMPT, writes.attempted)
+    if writes.attempts:
+        connection.execute(_INSERT_ATTEMPTS, writes.attempts)
+
+
 def _retry_after(result: HttpResult | None) -> float | None:
     if result is None:
         return None
@@ -400,7 +667,7 @@ def _retry_after(result: HttpResult | None) -> float | None:
         return None
 
 
-def _disabled_event(endpoint: WebhookEndpoint, reason: str) -> NewEvent:
+def _disabled_event(endpoint: _EndpointRow, reason: str) -> NewEvent:
     data = EndpointDisabledData(endpoint_id=endpoint.id, url=endpoint.url, reason=reason).model_dump(
         mode="json"
     )
@@ -411,14 +678,3 @@ def _disabled_event(endpoint: WebhookEndpoint, reason: str) -> NewEvent:
         None,
         f"endpoint-disabled:{endpoint.id}:{endpoint.updated_at.timestamp()}",
     )
-
-
-_Row = TypeVar("_Row", WebhookDelivery, WebhookEndpoint, Event)
-
-
-async def _by_id(session: AsyncSession, model: type[_Row], ids: set[Any]) -> dict[Any, _Row]:
-    """Rows of `model` by primary key, in one query (nothing asked, nothing read)."""
-    if not ids:
-        return {}
-    rows = await session.execute(select(model).where(model.id.in_(ids)))
-    return {row.id: row for row in rows.scalars()}

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, case, delete, false, or_, select, update
+from sqlalchemy import String, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from chatgate.domain.ids import new_id
 from chatgate.store.models import Job
@@ -78,14 +81,102 @@ class Reschedule:
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:
-    """For jobs picked by id. A CASE, not an OR of two (status, time) comparisons: with the OR,
-    SQLite's planner searched both status indexes (every due job, thousands under a backlog)
-    instead of looking the ids up by primary key."""
-    return case(
-        (Job.status == "pending", Job.run_after <= now),
-        (Job.status == "running", Job.lease_until < now),
-        else_=false(),
+    return or_(
+        and_(JOB_STATUS == "pending", Job.run_after <= now),
+        and_(JOB_STATUS == "running", Job.lease_until < now),
     )
+
+
+class _Unindexed(FunctionElement[str]):
+    """A column no index may be chosen for: the statement's id list picks the rows.
+
+    Without statistics SQLite prefers an index on `jobs.status` to a list of a few dozen ids,
+    and then reads every job in that status (thousands of due jobs under a backlog, per claim).
+    `+column` is SQLite's documented way to keep a term away from indexes; other databases get
+    the column itself (their planners use the primary key here)."""
+
+    inherit_cache = True
+    type = String()
+
+
+@compiles(_Unindexed)
+def _column_itself(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _column_unary_plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
+
+
+# `jobs.status` for statements that pick jobs by id.
+JOB_STATUS = _Unindexed(_JOBS.c.status)
+
+
+def held_by_worker(ids: str) -> ColumnElement[bool]:
+    """The jobs listed in expanding parameter `ids` that the worker in `b_worker` holds."""
+    return and_(
+        _JOBS.c.id.in_(bindparam(ids, expanding=True)),
+        JOB_STATUS == "running",
+        _JOBS.c.leased_by == bindparam("b_worker"),
+    )
+
+
+# Prebuilt statements (built once, not per batch), shared by JobStore and the delivery worker.
+# Claim: due pending jobs in b_claims, and running ones whose lease expired.
+CLAIM = (
+    _JOBS.update()
+    .where(
+        _JOBS.c.id.in_(bindparam("b_claims", expanding=True)),
+        or_(
+            and_(JOB_STATUS == "pending", _JOBS.c.run_after <= bindparam("b_now")),
+            and_(JOB_STATUS == "running", _JOBS.c.lease_until < bindparam("b_now")),
+        ),
+    )
+    .values(
+        status="running",
+        lease_until=bindparam("b_until"),
+        leased_by=bindparam("b_worker"),
+        attempts=_JOBS.c.attempts + 1,
+    )
+)
+_CLAIMED = select(_JOBS.c.id, _JOBS.c.tenant_id, _JOBS.c.subject_id, _JOBS.c.attempts).where(
+    held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")
+)
+# Finish: the jobs in b_finished still held.
+FINISH = (
+    _JOBS.update()
+    .where(held_by_worker("b_finished"))
+    .values(status="done", finished_at=bindparam("b_now"), lease_until=None, last_error=None)
+)
+# Retry later (executemany): a job no longer held is left alone.
+RETRY = (
+    _JOBS.update()
+    .where(
+        _JOBS.c.id == bindparam("b_id"),
+        JOB_STATUS == "running",
+        _JOBS.c.leased_by == bindparam("b_worker"),
+    )
+    .values(
+        status="pending",
+        run_after=bindparam("b_run_after"),
+        lease_until=None,
+        last_error=bindparam("b_error"),
+        attempts=_JOBS.c.attempts - bindparam("b_uncount"),
+    )
+)
+
+
+def retry_params(items: Sequence[Reschedule]) -> list[dict[str, object]]:
+    return [
+        {
+            "b_id": r.job_id,
+            "b_run_after": r.run_after,
+            "b_error": r.error,
+            "b_uncount": 0 if r.count_attempt else 1,
+        }
+        for r in items
+    ]
 
 
 class JobStore:
@@ -134,21 +225,9 @@ class JobStore:
         """`claim_many` without ORM objects: one UPDATE and one SELECT of four columns."""
         if not job_ids:
             return []
-        until = now + lease
-        table = _JOBS
-        await self.session.execute(
-            table.update()
-            .where(table.c.id.in_(job_ids), _claimable(now))
-            .values(status="running", lease_until=until, leased_by=worker, attempts=table.c.attempts + 1)
-        )
-        rows = await self.session.execute(
-            select(table.c.id, table.c.tenant_id, table.c.subject_id, table.c.attempts).where(
-                table.c.id.in_(job_ids),
-                table.c.status == "running",
-                table.c.leased_by == worker,
-                table.c.lease_until == until,
-            )
-        )
+        params = {"b_claims": list(job_ids), "b_now": now, "b_until": now + lease, "b_worker": worker}
+        await self.session.execute(CLAIM, params)
+        rows = await self.session.execute(_CLAIMED, params)
         return [ClaimedJob(r.id, r.tenant_id, r.subject_id, int(r.attempts)) for r in rows]
 
     async def renew(self, job_id: str, worker: str, now: datetime, lease: timedelta) -> bool:
@@ -165,11 +244,8 @@ class JobStore:
         """Close jobs we hold, in one statement; returns how many were still ours."""
         if not job_ids:
             return 0
-        table = _JOBS
         result = await self.session.execute(
-            table.update()
-            .where(table.c.id.in_(job_ids), table.c.status == "running", table.c.leased_by == worker)
-            .values(status="done", finished_at=now, lease_until=None, last_error=None)
+            FINISH, {"b_finished": list(job_ids), "b_worker": worker, "b_now": now}
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -177,34 +253,7 @@ class JobStore:
         """`retry_later` for many jobs in one executemany (a job no longer ours is left alone)."""
         if not items:
             return
-        table = _JOBS
-        statement = (
-            table.update()
-            .where(
-                table.c.id == bindparam("b_id"),
-                table.c.status == "running",
-                table.c.leased_by == worker,
-            )
-            .values(
-                status="pending",
-                run_after=bindparam("b_run_after"),
-                lease_until=None,
-                last_error=bindparam("b_error"),
-                attempts=table.c.attempts - bindparam("b_uncount"),
-            )
-        )
-        await self.session.execute(
-            statement,
-            [
-                {
-                    "b_id": r.job_id,
-                    "b_run_after": r.run_after,
-                    "b_error": r.error,
-                    "b_uncount": 0 if r.count_attempt else 1,
-                }
-                for r in items
-            ],
-        )
+        await self.session.execute(RETRY, [{**p, "b_worker": worker} for p in retry_params(items)])
 
     async def claimed(self, job_id: str, worker: str) -> Job | None:
         """The job, if this worker still holds it (re-read inside the effect transaction)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import and_, func, select, update
 
@@ -11,6 +12,17 @@ from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
 
 OPEN_STATUSES = ("pending", "failed")
+
+
+class DeliveryPosition(Protocol):
+    """Where a delivery stands in its endpoint's stream (a `WebhookDelivery`, or a lighter row)."""
+
+    @property
+    def endpoint_id(self) -> str: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+    @property
+    def event_row_id(self) -> int: ...
 
 
 class WebhookRepository(TenantScoped):
@@ -45,7 +57,7 @@ class WebhookRepository(TenantScoped):
         )
         return list((await self.session.execute(query)).scalars())
 
-    async def earlier_open_in_conversation(self, delivery: WebhookDelivery) -> bool:
+    async def earlier_open_in_conversation(self, delivery: DeliveryPosition) -> bool:
         """Strict ordering: is an older delivery of the same conversation still undelivered?"""
         if delivery.conversation_id is None:
             return False
