@@ -169,3 +169,22 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         return make_settings(tmp_path, overrides.pop("database_url", None), **overrides)
 
     return factory
+
+
+@pytest.fixture(params=BACKENDS)
+async def quiet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    """A fresh API without background workers, on each database: the test runs the workers."""
+    url = await database_url_for(request.param, request, tmp_path)
+    settings = make_settings(tmp_path, url, run_workers_in_api=False)
+    async with running_api(settings, request.param) as api:
+        yield api
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    """A tenant's webhook receiver on 127.0.0.1 (tests.webhook_helpers.Receiver)."""
+    from tests.webhook_helpers import start_receiver  # it imports this module
+
+    site, runner = await start_receiver()
+    yield site
+    await runner.cleanup()

@@ -6,10 +6,9 @@ The tests drive `DeliveryWorker._turn` (one group commit) directly, on every dat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,24 +19,8 @@ from chatgate.services.inbound_processor import LeaseLost
 from chatgate.services.webhook_delivery import DeliveryWorker, _Attempted, _Loaded
 from chatgate.store.models import Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.workers.queue import QueueItem
-from tests.conftest import BACKENDS, Api, TenantHandle, database_url_for, make_settings, running_api
-from tests.webhook_helpers import Receiver, message_payload, post_inbound, start_receiver, webhook_integration
-
-
-@pytest.fixture(params=BACKENDS)
-async def quiet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
-    """An API without background workers, on each database; the test runs the deliveries."""
-    url = await database_url_for(request.param, request, tmp_path)
-    settings = make_settings(tmp_path, url, run_workers_in_api=False)
-    async with running_api(settings, request.param) as api:
-        yield api
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    site, runner = await start_receiver()
-    yield site
-    await runner.cleanup()
+from tests.conftest import Api, TenantHandle
+from tests.webhook_helpers import Receiver, message_payload, post_inbound, webhook_integration
 
 
 async def _deliver_jobs(api: Api, receiver: Receiver, count: int) -> tuple[TenantHandle, str, list[str]]:

@@ -28,7 +28,6 @@ from tests.webhook_helpers import (
     eventually,
     message_payload,
     post_inbound,
-    start_receiver,
     webhook_integration,
 )
 
@@ -47,13 +46,6 @@ async def quiet_api(settings_factory: Callable[..., Settings]) -> AsyncIterator[
     clock = MovableClock()
     async with running_api(settings_factory(run_workers_in_api=False), clock=clock) as api:
         yield api, clock
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    site, runner = await start_receiver()
-    yield site
-    await runner.cleanup()
 
 
 async def scalar(api: Api, query: Any) -> Any:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,13 +29,12 @@ from chatgate.workers.batcher import GroupBatcher
 from chatgate.workers.fair import FairScheduler
 from chatgate.workers.queue import QueueItem
 from chatgate.workers.runner import run_workers
-from tests.conftest import BACKENDS, Api, database_url_for, make_settings, running_api
+from tests.conftest import Api, running_api
 from tests.webhook_helpers import (
     INBOUND_SECRET,
     OUTBOUND_SECRET,
     Receiver,
     eventually,
-    start_receiver,
     webhook_integration,
 )
 
@@ -135,22 +133,6 @@ async def test_the_scheduler_prepares_ahead_round_robin_and_drops_what_was_not_c
 
 
 # ------------------------------------------------------------------ the worker, on every database
-
-
-@pytest.fixture(params=BACKENDS)
-async def quiet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
-    """An API without background workers, on each database; the test runs the workers."""
-    url = await database_url_for(request.param, request, tmp_path)
-    settings = make_settings(tmp_path, url, run_workers_in_api=False)
-    async with running_api(settings, request.param) as api:
-        yield api
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    site, runner = await start_receiver()
-    yield site
-    await runner.cleanup()
 
 
 async def _count(api: Api, query: Any) -> int:
