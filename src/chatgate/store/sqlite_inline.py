@@ -74,7 +74,7 @@ class SQLiteDialect_chatgate_inline(SQLiteDialect_pysqlite):
     ) -> None:
         self._check_gated(statement)
         cursor.execute(statement, parameters)
-        _pass_through_the_loop()
+        _await_once()
 
     def do_executemany(
         self,
@@ -85,14 +85,14 @@ class SQLiteDialect_chatgate_inline(SQLiteDialect_pysqlite):
     ) -> None:
         self._check_gated(statement)
         cursor.executemany(statement, parameters)
-        _pass_through_the_loop()
+        _await_once()
 
     def do_execute_no_params(
         self, cursor: DBAPICursor, statement: str, context: ExecutionContext | None = None
     ) -> None:
         self._check_gated(statement)
         cursor.execute(statement)
-        _pass_through_the_loop()
+        _await_once()
 
     def _check_gated(self, statement: str) -> None:
         gate = self.write_gate
@@ -109,7 +109,7 @@ async def _nothing() -> None:
     return None
 
 
-def _pass_through_the_loop() -> None:
+def _await_once() -> None:
     """Await something that is already done (a greenlet switch, ~1 µs, no trip around the loop):
     `AsyncConnection.execute` insists that a statement awaited at least once."""
     if in_greenlet():
