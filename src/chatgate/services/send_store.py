@@ -22,14 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.events import EventType
 from chatgate.domain.messages import MessageStatus
-from chatgate.store.models import Conversation, Event, Integration, Message
-from chatgate.store.repositories.events import EventLog, NewEvent
+from chatgate.store.models import Conversation, Integration, Message
+from chatgate.store.repositories.events import NewEvent
 
 _MESSAGES = cast(Table, Message.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _INTEGRATIONS = cast(Table, Integration.__table__)
-_EVENTS = cast(Table, Event.__table__)
-_EVENT_MAPPER = Event.__mapper__
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +196,3 @@ class SendStore:
                 )
             )
         return events
-
-    async def append_events(
-        self, tenant_id: str, events: Sequence[NewEvent], now: datetime
-    ) -> list[Event] | None:
-        """`EventLog.append_new`: statuses that just moved forward are new events."""
-        return await EventLog(self.session, tenant_id).append_new(events, now)

@@ -502,9 +502,11 @@ class SendWorker:
             if events is None:
                 raise _BatchLeaseLost  # a message moved meanwhile: roll back, record one by one
             for tenant_id in tenants:
-                stored = await store.append_events(tenant_id, events.get(tenant_id, []), now)
+                # Statuses that just moved forward are new events: no dedupe query needed.
+                log_of = EventLog(session, tenant_id)
+                stored = await log_of.append_new(events.get(tenant_id, []), now)
                 if stored is None:
-                    stored = await EventLog(session, tenant_id).append(events.get(tenant_id, []), now)
+                    stored = await log_of.append(events.get(tenant_id, []), now)
                 pending.append(await self.fanout.in_transaction(session, tenant_id, stored, now))
             traffic: Counter[tuple[str, str]] = Counter(
                 (r.tenant_id, r.message.integration_id) for r in records

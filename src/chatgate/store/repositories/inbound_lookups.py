@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from chatgate.domain.inbound import (
     ButtonPressed,
@@ -26,7 +28,10 @@ from chatgate.domain.inbound import (
 from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
 
-Key = tuple[str, str]  # (integration id, address / external chat id / provider message id)
+Key = tuple[str, str]
+Row = TypeVar(
+    "Row", Contact, Conversation
+)  # (integration id, address / external chat id / provider message id)
 
 
 @dataclass
@@ -77,31 +82,41 @@ def _chunks(values: set[str]) -> list[list[str]]:
     return [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
 
 
+async def _by_key(
+    session: AsyncSession,
+    model: type[Row],
+    key: InstrumentedAttribute[str],
+    tenant_id: str,
+    integration_id: str,
+    wanted: set[str],
+) -> dict[Key, Row | None]:
+    """The integration's rows of `model` whose `key` is wanted; None for each one not found."""
+    found: dict[Key, Row | None] = {(integration_id, value): None for value in wanted}
+    for chunk in _chunks(wanted):
+        rows = await session.scalars(
+            select(model).where(
+                model.tenant_id == tenant_id,
+                model.integration_id == integration_id,
+                key.in_(chunk),
+            )
+        )
+        found.update(((integration_id, getattr(row, key.key)), row) for row in rows)
+    return found
+
+
 async def load_lookups(
     session: AsyncSession, tenant_id: str, events: Iterable[tuple[str, ProviderEvent]]
 ) -> InboundLookups:
     lookups = InboundLookups()
     for integration_id, want in _wanted(events).items():
-        for chunk in _chunks(want.contacts):
-            lookups.contacts.update(((integration_id, a), None) for a in chunk)
-            rows = await session.scalars(
-                select(Contact).where(
-                    Contact.tenant_id == tenant_id,
-                    Contact.integration_id == integration_id,
-                    Contact.address.in_(chunk),
-                )
+        lookups.contacts.update(
+            await _by_key(session, Contact, Contact.address, tenant_id, integration_id, want.contacts)
+        )
+        lookups.conversations.update(
+            await _by_key(
+                session, Conversation, Conversation.external_id, tenant_id, integration_id, want.chats
             )
-            lookups.contacts.update(((integration_id, c.address), c) for c in rows)
-        for chunk in _chunks(want.chats):
-            lookups.conversations.update(((integration_id, x), None) for x in chunk)
-            rows_c = await session.scalars(
-                select(Conversation).where(
-                    Conversation.tenant_id == tenant_id,
-                    Conversation.integration_id == integration_id,
-                    Conversation.external_id.in_(chunk),
-                )
-            )
-            lookups.conversations.update(((integration_id, c.external_id), c) for c in rows_c)
+        )
         for chunk in _chunks(want.messages):
             for provider_id in chunk:
                 lookups.messages[(integration_id, provider_id)] = []
