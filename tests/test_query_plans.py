@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import event
 
 from chatgate.domain.inbound import ChatRef, Party, ReceivedMessage
+from chatgate.services.inbound_processor import _load_raws
+from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.inbound_lookups import load_lookups
 from chatgate.store.repositories.jobs import JobStore
 from tests.conftest import Api
@@ -78,3 +80,50 @@ async def test_message_lookups_by_provider_id_use_the_unique_index(sqlite_api: A
     assert len(statements) == 1
     found = await plan(sqlite_api, *statements[0])
     assert "(integration_id=? AND direction=? AND provider_message_id=?)" in found, found
+
+
+async def test_contact_and_conversation_lookups_use_their_unique_keys(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    events = [
+        (
+            integration["id"],
+            ReceivedMessage(
+                provider_message_id=f"m{i}", chat=ChatRef(f"c{i}"), sender=Party(f"u{i}"), text="hi"
+            ),
+        )
+        for i in range(50)
+    ]
+    with captured(sqlite_api, "SELECT") as statements:
+        async with sqlite_api.container.db.sessions() as session:
+            await load_lookups(session, tenant.id, events)
+    plans = {
+        stmt.split("FROM", 1)[1].split()[0]: await plan(sqlite_api, stmt, params)
+        for stmt, params in statements
+    }
+    assert "(integration_id=? AND address=?)" in plans["contacts"], plans
+    assert "(integration_id=? AND external_id=?)" in plans["conversations"], plans
+    assert "tenant_id=?" not in plans["contacts"] + plans["conversations"], plans
+
+
+async def test_touching_conversations_finds_them_by_primary_key(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    with captured(sqlite_api, "UPDATE CONVERSATIONS") as statements:
+        async with sqlite_api.container.db.transaction() as session:
+            ids = [f"cnv_{i}" for i in range(50)]
+            await ConversationRepository(session, tenant.id).touch_conversations(ids, datetime.now(UTC))
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "sqlite_autoindex_conversations_1 (id=?)" in found, found
+
+
+async def test_a_processing_batch_loads_its_raw_events_by_primary_key(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    with captured(sqlite_api, "SELECT RAW_EVENTS") as statements:
+        async with sqlite_api.container.db.sessions() as session:
+            ids = [f"raw_{i}" for i in range(50)]
+            assert await _load_raws(session, tenant.id, ids) == {}
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "sqlite_autoindex_raw_events_1 (id=?)" in found, found
+    assert "tenant_id" not in found, found

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,11 +18,29 @@ from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.inbound_lookups import InboundLookups
 from chatgate.store.transient import transient
+from chatgate.store.unindexed import unindexed
 
 _MESSAGES = cast(Table, Message.__table__)
 _MESSAGE_COLUMNS = tuple(column.key for column in _MESSAGES.columns)
 # What the model's column defaults would give; a staged message gets every column.
 _MESSAGE_DEFAULTS: dict[str, Any] = dict.fromkeys(_MESSAGE_COLUMNS) | {"attachments": [], "buttons": []}
+
+
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+# Built once. The tenant is checked but kept from the planner: with a plain `tenant_id = ?`
+# SQLite (no statistics) searched the tenant's index instead of the ids' primary key.
+_TOUCH = (
+    _CONVERSATIONS.update()
+    .where(
+        unindexed(_CONVERSATIONS.c.tenant_id) == bindparam("b_tenant"),
+        _CONVERSATIONS.c.id.in_(bindparam("b_ids", expanding=True)),
+        or_(
+            _CONVERSATIONS.c.last_message_at.is_(None),
+            _CONVERSATIONS.c.last_message_at < bindparam("b_at"),
+        ),
+    )
+    .values(last_message_at=bindparam("b_at"))
+)
 
 
 class ConversationRepository(TenantScoped):
@@ -249,13 +267,7 @@ class ConversationRepository(TenantScoped):
         ids = sorted(set(conversation_ids))
         if not ids:
             return
-        await self.session.execute(
-            update(Conversation)
-            .where(Conversation.tenant_id == self.tenant_id, Conversation.id.in_(ids))
-            .where(or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < at))
-            .values(last_message_at=at)
-            .execution_options(synchronize_session=False)
-        )
+        await self.session.execute(_TOUCH, {"b_tenant": self.tenant_id, "b_ids": ids, "b_at": at})
 
     async def _insert_or_get(self, row: Any, reload: Any) -> Any:
         """Insert under a savepoint; if a concurrent writer won the unique key, use theirs."""

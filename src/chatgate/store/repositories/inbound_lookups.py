@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -27,6 +27,7 @@ from chatgate.domain.inbound import (
 )
 from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
+from chatgate.store.unindexed import unindexed
 
 Key = tuple[str, str]
 Row = TypeVar(
@@ -82,25 +83,36 @@ def _chunks(values: set[str]) -> list[list[str]]:
     return [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
 
 
+def _by_key_query(model: type[Row], key: InstrumentedAttribute[str]) -> Select[Row]:
+    # The tenant is checked but kept away from the planner: with a plain `tenant_id = ?` SQLite
+    # (no statistics) searched the tenant's index, reading all its contacts or conversations.
+    return select(model).where(
+        unindexed(model.tenant_id) == bindparam("b_tenant"),
+        model.integration_id == bindparam("b_integration"),
+        key.in_(bindparam("b_keys", expanding=True)),
+    )
+
+
+# Built once: constructing them per batch cost more than running them.
+_CONTACTS = _by_key_query(Contact, Contact.address)
+_CONVERSATIONS = _by_key_query(Conversation, Conversation.external_id)
+
+
 async def _by_key(
     session: AsyncSession,
-    model: type[Row],
-    key: InstrumentedAttribute[str],
+    query: Select[Row],
+    key: str,
     tenant_id: str,
     integration_id: str,
     wanted: set[str],
 ) -> dict[Key, Row | None]:
-    """The integration's rows of `model` whose `key` is wanted; None for each one not found."""
+    """The integration's rows whose `key` is wanted; None for each one not found."""
     found: dict[Key, Row | None] = {(integration_id, value): None for value in wanted}
     for chunk in _chunks(wanted):
         rows = await session.scalars(
-            select(model).where(
-                model.tenant_id == tenant_id,
-                model.integration_id == integration_id,
-                key.in_(chunk),
-            )
+            query, {"b_tenant": tenant_id, "b_integration": integration_id, "b_keys": chunk}
         )
-        found.update(((integration_id, getattr(row, key.key)), row) for row in rows)
+        found.update(((integration_id, getattr(row, key)), row) for row in rows)
     return found
 
 
@@ -110,12 +122,10 @@ async def load_lookups(
     lookups = InboundLookups()
     for integration_id, want in _wanted(events).items():
         lookups.contacts.update(
-            await _by_key(session, Contact, Contact.address, tenant_id, integration_id, want.contacts)
+            await _by_key(session, _CONTACTS, "address", tenant_id, integration_id, want.contacts)
         )
         lookups.conversations.update(
-            await _by_key(
-                session, Conversation, Conversation.external_id, tenant_id, integration_id, want.chats
-            )
+            await _by_key(session, _CONVERSATIONS, "external_id", tenant_id, integration_id, want.chats)
         )
         for chunk in _chunks(want.messages):
             for provider_id in chunk:

@@ -9,17 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
-from sqlalchemy import String, Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 
 from chatgate.domain.ids import new_id
 from chatgate.store.models import Job
+from chatgate.store.unindexed import unindexed
 
 _JOBS = cast(Table, Job.__table__)
 
@@ -87,30 +85,10 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-class _Unindexed(FunctionElement[str]):
-    """A column no index may be chosen for: the statement's id list picks the rows.
-
-    Without statistics SQLite prefers an index on `jobs.status` to a list of a few dozen ids,
-    and then reads every job in that status (thousands of due jobs under a backlog, per claim).
-    `+column` is SQLite's documented way to keep a term away from indexes; other databases get
-    the column itself (their planners use the primary key here)."""
-
-    inherit_cache = True
-    type = String()
-
-
-@compiles(_Unindexed)
-def _column_itself(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(_Unindexed, "sqlite")
-def _column_unary_plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    return "+" + compiler.process(element.clauses, **kw)
-
-
 # `jobs.status` for statements that pick jobs by id.
-JOB_STATUS = _Unindexed(_JOBS.c.status)
+# Without it SQLite preferred an index on status to a list of a few dozen ids, and read every
+# job in that status (thousands of due jobs under a backlog) per claim.
+JOB_STATUS = unindexed(_JOBS.c.status)
 
 
 def held_by_worker(ids: str) -> ColumnElement[bool]:
