@@ -1,7 +1,8 @@
 """CPU per event of each pipeline stage, one stage at a time, in one process (no HTTP server).
 
     .venv/bin/python bench/pipeline_stages.py [--events 2000] [--delivery-concurrency 200]
-                                              [--profile ingest|process|deliver] [--micro]
+                                              [--profile ingest|process|deliver]
+                                              [--profile-order cumulative] [--micro]
 
 1. ingest: `InboundGateway.receive` for signed Standard-Webhooks requests (authentication and
    the grouped SQLite commit), 64 at once like the HTTP bench's connections;
@@ -55,8 +56,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--process-batch", type=int, default=100, help="raw events per processing batch")
     parser.add_argument("--delivery-concurrency", type=int, default=200)
     parser.add_argument("--profile", choices=["ingest", "process", "deliver"])
+    parser.add_argument(
+        "--profile-order", default="tottime", help="cProfile sort key (tottime, cumulative, ...)"
+    )
     parser.add_argument("--micro", action="store_true", help="also time transactions and row loads")
     return parser.parse_args()
+
+
+PROFILE_ORDER = ["tottime"]
 
 
 async def measure(name: str, count: int, run: Callable[[], Awaitable[None]], profile: str | None) -> None:
@@ -72,7 +79,7 @@ async def measure(name: str, count: int, run: Callable[[], Awaitable[None]], pro
         f"{name:8s} {cpu / count * 1e6:7.0f} µs CPU per event  ({wall / count * 1e6:.0f} µs wall, {count} events)"
     )
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler).sort_stats(PROFILE_ORDER[0]).print_stats(30)
 
 
 async def micro(container: Any) -> None:
@@ -109,6 +116,7 @@ async def micro(container: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    from chatgate.cli import settle_heap
     from chatgate.config import Settings
     from chatgate.providers.base import InboundRequest
     from chatgate.workers.queue import QueueItem
@@ -171,6 +179,8 @@ async def main(args: argparse.Namespace) -> None:
 
             await asyncio.gather(*(one(item) for item in queued.pop("deliver", [])))
 
+        PROFILE_ORDER[0] = args.profile_order
+        settle_heap()  # as `chatgate serve` does once it has started
         await measure("ingest", args.events, ingest, args.profile)
         await measure("process", args.events, process, args.profile)
         await measure("deliver", args.events, deliver, args.profile)
