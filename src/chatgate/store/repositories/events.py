@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select
 
 from chatgate.domain.events import EVENT_VERSION, EventType
 from chatgate.domain.ids import new_id
@@ -45,6 +45,25 @@ def event_rows(tenant_id: str, events: Sequence[NewEvent], first: int, now: date
 
 
 _EVENTS = cast(Table, Event.__table__)
+_SEQUENCES = cast(Table, TenantSequence.__table__)
+# The statements of every append, built once (building them cost more than running them).
+_LOCK = (
+    _SEQUENCES.update()
+    .where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
+    .values(last_sequence=_SEQUENCES.c.last_sequence)
+)
+_RESERVE = (
+    _SEQUENCES.update()
+    .where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
+    .values(last_sequence=_SEQUENCES.c.last_sequence + bindparam("b_count"))
+)
+_LAST_SEQUENCE = select(_SEQUENCES.c.last_sequence).where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
+_SEEN = select(_EVENTS.c.dedupe_key).where(_EVENTS.c.dedupe_key.in_(bindparam("b_keys", expanding=True)))
+_ROW_IDS = select(_EVENTS.c.sequence, _EVENTS.c.id).where(
+    _EVENTS.c.tenant_id == bindparam("b_tenant"),
+    _EVENTS.c.sequence >= bindparam("b_first"),
+    _EVENTS.c.sequence <= bindparam("b_last"),
+)
 
 
 class EventLog(TenantScoped):
@@ -52,12 +71,7 @@ class EventLog(TenantScoped):
         """Take the tenant's sequence row lock now. Every transaction that appends events and
         also changes integrations takes this lock first, so no two lock in opposite order
         (a deadlock PostgreSQL detected under load in the scaled test)."""
-        await self.session.execute(
-            update(TenantSequence)
-            .where(TenantSequence.tenant_id == self.tenant_id)
-            .values(last_sequence=TenantSequence.last_sequence)
-            .execution_options(synchronize_session=False)
-        )
+        await self.session.execute(_LOCK, {"b_tenant": self.tenant_id})
 
     async def append(self, events: list[NewEvent], now: datetime) -> list[Event]:
         """Number and store events. The sequence row stays locked until commit, so events of
@@ -92,9 +106,7 @@ class EventLog(TenantScoped):
         # was just written: reading whole rows back cost ~100 µs per event (JSON and ORM loading).
         last = first + len(events) - 1
         found = await self.session.execute(
-            select(_EVENTS.c.sequence, _EVENTS.c.id).where(
-                _EVENTS.c.tenant_id == self.tenant_id, _EVENTS.c.sequence >= first, _EVENTS.c.sequence <= last
-            )
+            _ROW_IDS, {"b_tenant": self.tenant_id, "b_first": first, "b_last": last}
         )
         ids: dict[int, int] = {int(sequence): int(row_id) for sequence, row_id in found}
         return [transient(Event, {**row, "id": ids[row["sequence"]]}) for row in rows]
@@ -102,25 +114,15 @@ class EventLog(TenantScoped):
     async def reserve(self, count: int) -> int | None:
         """Advance the tenant's counter by `count` (its row stays locked until commit); the
         first of the new numbers, or None when the tenant has no counter row yet."""
-        await self.session.execute(
-            update(TenantSequence)
-            .where(TenantSequence.tenant_id == self.tenant_id)
-            .values(last_sequence=TenantSequence.last_sequence + count)
-            .execution_options(synchronize_session=False)
-        )
-        last = (
-            await self.session.execute(
-                select(TenantSequence.last_sequence).where(TenantSequence.tenant_id == self.tenant_id)
-            )
-        ).scalar_one_or_none()
+        await self.session.execute(_RESERVE, {"b_tenant": self.tenant_id, "b_count": count})
+        last = (await self.session.execute(_LAST_SEQUENCE, {"b_tenant": self.tenant_id})).scalar_one_or_none()
         return None if last is None else int(last) - count + 1
 
     async def _without_seen(self, events: list[NewEvent]) -> list[NewEvent]:
         keys = [e.dedupe_key for e in events if e.dedupe_key]
         seen: set[str] = set()
         if keys:
-            query = select(Event.dedupe_key).where(Event.dedupe_key.in_(keys))
-            seen = {k for k in (await self.session.execute(query)).scalars() if k}
+            seen = {k for k in (await self.session.execute(_SEEN, {"b_keys": keys})).scalars() if k}
         fresh: list[NewEvent] = []
         for event in events:
             if event.dedupe_key and event.dedupe_key in seen:

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.errors import NotFound
 from chatgate.store.models import Integration
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.base import TenantScoped
+
+_INTEGRATIONS = cast(Table, Integration.__table__)
+_COUNT_TRAFFIC = (
+    _INTEGRATIONS.update()
+    .where(_INTEGRATIONS.c.tenant_id == bindparam("b_tenant"), _INTEGRATIONS.c.id == bindparam("b_id"))
+    .values(
+        messages_received=_INTEGRATIONS.c.messages_received + bindparam("b_received"),
+        messages_sent=_INTEGRATIONS.c.messages_sent + bindparam("b_sent"),
+        last_activity_at=bindparam("b_at"),
+    )
+)
 
 
 class IntegrationRepository(TenantScoped):
@@ -42,17 +54,17 @@ class IntegrationRepository(TenantScoped):
     async def count_traffic(
         self, integration_id: str, *, received: int = 0, sent: int = 0, at: datetime
     ) -> None:
+        # Core, built once: nothing in the session needs these columns refreshed, and matching
+        # objects in it or building the statement cost more than running it.
         await self.session.execute(
-            update(Integration)
-            .where(Integration.tenant_id == self.tenant_id, Integration.id == integration_id)
-            .values(
-                messages_received=Integration.messages_received + received,
-                messages_sent=Integration.messages_sent + sent,
-                last_activity_at=at,
-            )
-            # Nothing in the session needs these columns refreshed; matching objects in it cost
-            # more than the statement.
-            .execution_options(synchronize_session=False)
+            _COUNT_TRAFFIC,
+            {
+                "b_tenant": self.tenant_id,
+                "b_id": integration_id,
+                "b_received": received,
+                "b_sent": sent,
+                "b_at": at,
+            },
         )
 
 

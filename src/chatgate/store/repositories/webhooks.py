@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from chatgate.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.store.pagination import Page
@@ -25,6 +25,12 @@ class DeliveryPosition(Protocol):
     def event_row_id(self) -> int: ...
 
 
+# Every inbound batch asks; built once (building it cost more than running it).
+_ENABLED = select(WebhookEndpoint).where(
+    WebhookEndpoint.tenant_id == bindparam("b_tenant"), WebhookEndpoint.enabled.is_(True)
+)
+
+
 class WebhookRepository(TenantScoped):
     async def endpoint(self, endpoint_id: str) -> WebhookEndpoint:
         return await self._get(WebhookEndpoint, endpoint_id, "webhook endpoint")
@@ -33,8 +39,7 @@ class WebhookRepository(TenantScoped):
         return await self._page(self._select(WebhookEndpoint), WebhookEndpoint, cursor, limit)
 
     async def enabled_endpoints(self) -> list[WebhookEndpoint]:
-        query = self._select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
-        return list((await self.session.execute(query)).scalars())
+        return list((await self.session.execute(_ENABLED, {"b_tenant": self.tenant_id})).scalars())
 
     async def delivery(self, delivery_id: str) -> WebhookDelivery:
         return await self._get(WebhookDelivery, delivery_id, "webhook delivery")
