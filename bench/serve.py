@@ -44,6 +44,7 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 CONTAINER: list[Any] = []
+STALL_TASKS: list[Any] = []
 
 
 def chatgate_app() -> Any:
@@ -97,6 +98,61 @@ class GcPauses:
         )
 
 
+class StallWatch:
+    """Where the event loop's thread was when the loop stalled: a 1 ms ticker on the loop, and a
+    thread that records the loop thread's stack whenever the ticker is late by `threshold`.
+    Printed at shutdown (CHATGATE_BENCH_STALLS=1): the places that make latency's tail."""
+
+    def __init__(self, threshold: float = 0.01) -> None:
+        import collections
+        import threading
+        import time
+
+        self.threshold = threshold
+        self._clock = time.perf_counter
+        self._beat = self._clock()
+        self._main = threading.get_ident()
+        self.stacks: collections.Counter[str] = collections.Counter()
+        self.stalls = 0
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    async def tick(self) -> None:
+        import asyncio
+
+        while True:
+            self._beat = self._clock()
+            await asyncio.sleep(0.001)
+
+    def _watch(self) -> None:
+        import time
+        import traceback
+
+        last_counted = 0.0
+        while True:
+            time.sleep(0.002)
+            beat = self._beat
+            if self._clock() - beat < self.threshold:
+                continue
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            # the innermost frame, then chatgate's own frames (where the time was asked for)
+            ours = [f for f in stack[:-1] if "/chatgate/" in f.filename][-6:]
+            key = " < ".join(
+                f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed([*ours, stack[-1]])
+            )
+            self.stacks[key] += 1
+            if beat != last_counted:
+                self.stalls += 1
+                last_counted = beat
+
+    def summary(self) -> str:
+        lines = [f"BENCH_STALLS {self.stalls} stalls over {self.threshold * 1000:.0f} ms; samples by stack:"]
+        lines += [f"  {n:5d}  {stack}" for stack, n in self.stacks.most_common(12)]
+        return "\n".join(lines)
+
+
 def thread_cpu() -> str:
     """CPU seconds per thread of this process (Linux /proc), e.g. `main=12.1 python-4242=3.2`."""
     import os
@@ -131,6 +187,9 @@ def main() -> None:
         print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
     app = chatgate_app() if args.app == "chatgate" else bare_app
     pauses = GcPauses()
+    import os
+
+    stalls = StallWatch() if os.environ.get("CHATGATE_BENCH_STALLS") else None
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -151,6 +210,8 @@ def main() -> None:
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
             print(f"BENCH_THREAD_CPU {thread_cpu()}", flush=True)
+            if stalls is not None:
+                print(stalls.summary(), flush=True)
             print(f"BENCH_GC {pauses.summary()}", flush=True)
             if CONTAINER:
                 # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
@@ -158,7 +219,18 @@ def main() -> None:
                 if batches is not None:
                     print(f"BENCH_INGEST_BATCHES {batches}", flush=True)
 
-    Server(config).run()
+    server = Server(config)
+    if stalls is not None:
+        original_startup = server.startup
+
+        async def startup(sockets: Any = None) -> None:
+            import asyncio
+
+            STALL_TASKS.append(asyncio.get_running_loop().create_task(stalls.tick()))
+            await original_startup(sockets)
+
+        server.startup = startup  # type: ignore[method-assign]
+    server.run()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from chatgate.services.telegram_accounts import TelegramAccounts
 from chatgate.services.telegram_bots import TelegramBots
 from chatgate.services.telegram_polling import TelegramPoller
 from chatgate.services.webhook_delivery import DeliveryPolicy, DeliveryWorker
-from chatgate.services.webhook_fanout import WebhookFanoutHook
+from chatgate.services.webhook_fanout import LocalClaims, WebhookFanoutHook
 from chatgate.services.webhooks import WebhookService
 from chatgate.services.whatsapp import WhatsAppIntegrations
 from chatgate.store import migrate
@@ -328,7 +328,14 @@ class Container:
 
     def event_hooks(self) -> list[EventHook]:
         """Writers that run in the same transaction as new events (webhook deliveries)."""
-        return [WebhookFanoutHook()]
+        queue = self.queue
+        local = LocalClaims(
+            self.worker_id,
+            timedelta(seconds=self.settings.job_lease_seconds),
+            # embedded: this process's delivery worker takes the deliveries it creates at once
+            lambda: isinstance(queue, InProcessQueue) and queue.consuming("deliver"),
+        )
+        return [WebhookFanoutHook(local)]
 
     def extra_consumers(self) -> dict[str, Handler]:
         """Queue topics beyond inbound and send, with their handlers."""

@@ -115,12 +115,34 @@ class _EventRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    """A claimed delivery job with what it needs, read in the claim's transaction."""
+    """A claimed delivery job with what it needs, read in the claim's transaction (or known to
+    the transaction that created and claimed it: `lease_until` is then that claim's)."""
 
     job: ClaimedJob
     delivery: _DeliveryRow | None
     endpoint: _EndpointRow | None
     event: _EventRow | None
+    lease_until: datetime | None = None
+
+
+def claimed_delivery(
+    job_id: str,
+    delivery: dict[str, Any],
+    endpoint: WebhookEndpoint,
+    event: Event,
+    lease_until: datetime,
+) -> _Loaded:
+    """What the claim turn would read for a delivery job claimed by the transaction that
+    created it, from what that transaction wrote (the hand-off in `webhook_fanout.py`)."""
+    row = _DeliveryRow._make(delivery[name] for name in _DeliveryRow._fields)
+    job = ClaimedJob(job_id, row.tenant_id, row.id, 1)
+    return _Loaded(
+        job,
+        row,
+        _EndpointRow._make(getattr(endpoint, name) for name in _EndpointRow._fields),
+        _EventRow._make(getattr(event, name) for name in _EventRow._fields),
+        lease_until,
+    )
 
 
 class _Live(NamedTuple):
@@ -336,7 +358,13 @@ class DeliveryWorker:
         self._secrets = SecretCache(secret_ttl)
 
     async def handle(self, item: QueueItem) -> None:
-        loaded = await self._turns.submit(item.job_id)
+        preloaded = item.preloaded
+        if isinstance(preloaded, _Loaded) and preloaded.job.id == item.job_id:
+            if not self._fresh(preloaded):
+                return  # the sweeper dispatches it again once its lease has run out
+            loaded: _Loaded | None = preloaded
+        else:
+            loaded = await self._turns.submit(item.job_id)
         if loaded is None:
             return
         try:
@@ -348,6 +376,14 @@ class DeliveryWorker:
             await self._turns.submit(outcome)
         except LeaseLost:
             log.info("delivery job %s was taken over", loaded.job.id)
+
+    def _fresh(self, loaded: _Loaded) -> bool:
+        """Whether a job claimed at its creation still has half its lease: one that waited
+        longer (a backlog) could lose it mid-attempt and be delivered twice."""
+        if loaded.lease_until is None or loaded.lease_until - self.clock() >= self.lease / 2:
+            return True
+        log.info("delivery job %s waited too long for its attempt; left to the sweeper", loaded.job.id)
+        return False
 
     async def _turn(self, requests: list[_Request]) -> list[_Loaded | BaseException | None]:
         """Record the outcomes, then make the claims, that arrived together: the loaded claim

@@ -10,7 +10,7 @@ duplicate delivery is harmless.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -18,6 +18,9 @@ from typing import Protocol
 class QueueItem:
     job_id: str
     tenant_id: str
+    # In-process only (never encoded): what the handler would otherwise read when it claims the
+    # job, for a job claimed already in the transaction that created it (webhook_fanout.py).
+    preloaded: object = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         return f"{self.job_id}|{self.tenant_id}".encode()

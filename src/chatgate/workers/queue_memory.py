@@ -36,6 +36,10 @@ class InProcessQueue:
     async def start(self) -> None:
         self._closed = False
 
+    def consuming(self, topic: str) -> bool:
+        """Whether a consumer of `topic` runs in this process now (items published reach it)."""
+        return not self._closed and self._consumers.get(topic, 0) > 0
+
     async def publish(self, topic: str, items: Sequence[QueueItem]) -> None:
         if self._closed:
             # same contract as the broker: best effort, the sweeper re-dispatches
