@@ -207,3 +207,16 @@ async def test_claims_and_outcomes_that_fail_together_are_retried_apart(
     assert isinstance(claimed, _Loaded)
     statuses = dict(await _rows(api, select(Job.id, Job.status).where(Job.id.in_(job_ids))))
     assert statuses == {job_ids[0]: "done", job_ids[1]: "running"}
+
+
+async def test_the_queue_depth_gauge_counts_open_deliveries_per_endpoint(
+    quiet: Api, receiver: Receiver
+) -> None:
+    api = quiet
+    worker = api.container.delivery_worker
+    _, endpoint_id, job_ids = await _deliver_jobs(api, receiver, 3)
+    (first,) = await _claim(worker, job_ids[:1])
+    assert await worker._turn([_answered(first, 200)]) == [None]  # one delivered: 2 still open
+    assert await worker.refresh_depth() == 2
+    gauge = api.container.registry.get_sample_value("webhook_deliveries_open", {"endpoint": endpoint_id})
+    assert gauge == 2

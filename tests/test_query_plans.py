@@ -21,6 +21,7 @@ from chatgate.services.inbound_processor import _load_raws
 from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.inbound_lookups import load_lookups
 from chatgate.store.repositories.jobs import JobStore
+from chatgate.store.repositories.webhooks import WebhookRepository
 from tests.conftest import Api
 from tests.webhook_helpers import webhook_integration
 
@@ -126,4 +127,24 @@ async def test_a_processing_batch_loads_its_raw_events_by_primary_key(sqlite_api
     assert len(statements) == 1
     found = await plan(sqlite_api, *statements[0])
     assert "sqlite_autoindex_raw_events_1 (id=?)" in found, found
+    assert "tenant_id" not in found, found
+
+
+async def test_the_queue_depth_gauge_reads_only_open_deliveries(sqlite_api: Api) -> None:
+    with captured(sqlite_api, "SELECT WEBHOOK_DELIVERIES") as statements:
+        await sqlite_api.container.delivery_worker.refresh_depth()
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "ix_webhook_deliveries_status_endpoint_id (status=?)" in found, found
+
+
+async def test_recovering_failed_deliveries_searches_the_endpoints_not_the_tenants(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    with captured(sqlite_api, "SELECT WEBHOOK_DELIVERIES") as statements:
+        async with sqlite_api.container.db.sessions() as session:
+            since = datetime.now(UTC) - timedelta(days=1)
+            await WebhookRepository(session, tenant.id).failed_since("whe_1", since, 100)
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "(endpoint_id=?" in found, found
     assert "tenant_id" not in found, found

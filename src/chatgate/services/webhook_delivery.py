@@ -242,6 +242,14 @@ _SET_FAILING = (
 )
 
 
+# Open deliveries per endpoint, through the index led by status: only the open ones are read.
+_OPEN_PER_ENDPOINT = (
+    select(_DELIVERIES.c.endpoint_id, func.count())
+    .where(_DELIVERIES.c.status.in_(("pending", "failed")))
+    .group_by(_DELIVERIES.c.endpoint_id)
+)
+
+
 def _live(row: Sequence[Any]) -> _Live:
     return _Live(row[_JOB_END], row[-2] or 0, row[_DELIVERY_END], row[-1])
 
@@ -668,20 +676,14 @@ class DeliveryWorker:
     async def refresh_depth(self) -> int:
         """Export how many deliveries wait per endpoint (a periodic job)."""
         async with self.db.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(WebhookDelivery.endpoint_id, WebhookDelivery.status).where(
-                        WebhookDelivery.status.in_(("pending", "failed"))
-                    )
-                )
-            ).all()
-        counts: dict[str, int] = {}
-        for endpoint_id, _ in rows:
-            counts[endpoint_id] = counts.get(endpoint_id, 0) + 1
+            counts = {
+                str(endpoint_id): int(count)
+                for endpoint_id, count in await session.execute(_OPEN_PER_ENDPOINT)
+            }
         self.metrics.queue_depth.clear()
         for endpoint_id, count in counts.items():
             self.metrics.queue_depth.labels(endpoint_id).set(count)
-        return len(rows)
+        return sum(counts.values())
 
 
 def _write_deliveries(connection: Connection, writes: _Writes) -> None:

@@ -42,6 +42,8 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_row_id"),
         Index("ix_webhook_deliveries_endpoint_id_status_id", "endpoint_id", "status", "id"),
+        # the open deliveries of every endpoint (the queue-depth gauge) without reading the others
+        Index("ix_webhook_deliveries_status_endpoint_id", "status", "endpoint_id"),
         Index(
             "ix_webhook_deliveries_endpoint_id_conversation_id_event_row_id",
             "endpoint_id",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from chatgate.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.store.pagination import Page
@@ -91,16 +91,6 @@ class WebhookRepository(TenantScoped):
             .limit(limit)
         )
         return list((await self.session.execute(query)).scalars())
-
-    async def pending_counts(self) -> dict[str, int]:
-        query = (
-            select(WebhookDelivery.endpoint_id, func.count())
-            .where(
-                and_(WebhookDelivery.tenant_id == self.tenant_id, WebhookDelivery.status.in_(OPEN_STATUSES))
-            )
-            .group_by(WebhookDelivery.endpoint_id)
-        )
-        return {endpoint: int(n) for endpoint, n in (await self.session.execute(query)).all()}
 
     async def disable(self, endpoint_id: str, reason: str, now: datetime) -> bool:
         result = await self.session.execute(
