@@ -148,3 +148,12 @@ async def test_recovering_failed_deliveries_searches_the_endpoints_not_the_tenan
     found = await plan(sqlite_api, *statements[0])
     assert "(endpoint_id=?" in found, found
     assert "tenant_id" not in found, found
+
+
+async def test_purging_finished_jobs_reads_only_old_ones(sqlite_api: Api) -> None:
+    with captured(sqlite_api, "SELECT JOBS") as statements:
+        async with sqlite_api.container.db.transaction() as session:
+            await JobStore(session).purge_finished(datetime.now(UTC) - timedelta(days=1), 500)
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "(status=? AND run_after<?)" in found, found
