@@ -220,3 +220,45 @@ async def test_the_queue_depth_gauge_counts_open_deliveries_per_endpoint(
     assert await worker.refresh_depth() == 2
     gauge = api.container.registry.get_sample_value("webhook_deliveries_open", {"endpoint": endpoint_id})
     assert gauge == 2
+
+
+async def test_a_batch_with_an_event_that_fails_processes_the_others_and_counts_the_attempt(
+    quiet: Api, receiver: Receiver
+) -> None:
+    """A status report for a send not yet committed fails its batch (it is retried later):
+    the batch rolls back, its events go one by one, and the failing one's attempt counts."""
+    api = quiet
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    status = {"type": "message.status", "message_id": "not-sent-yet", "status": "delivered"}
+    payloads = [message_payload("first", message_id="m1"), status, message_payload("third", message_id="m3")]
+    for n, payload in enumerate(payloads):
+        assert (await post_inbound(api, integration, payload, event_id=f"s{n}")).status_code == 200
+    async with api.container.db.sessions() as session:
+        jobs = list(
+            (
+                await session.execute(
+                    select(Job.id, Job.subject_id)
+                    .where(Job.tenant_id == tenant.id, Job.kind == "inbound")
+                    .order_by(Job.id)
+                )
+            ).all()
+        )
+    await api.container.inbound_processor.handle_batch([QueueItem(job_id, tenant.id) for job_id, _ in jobs])
+    rows = dict(
+        await _rows(api, select(Job.id, Job.status).where(Job.id.in_([job_id for job_id, _ in jobs])))
+    )
+    assert [rows[job_id] for job_id, _ in jobs] == ["done", "pending", "done"]
+    failed = (
+        await _rows(api, select(Job.attempts, Job.run_after, Job.last_error).where(Job.id == jobs[1][0]))
+    )[0]
+    assert failed.attempts == 1  # counted, though the batch's own claim rolled back
+    assert failed.run_after > api.container.clock()  # with backoff
+    assert failed.last_error == "no outbound message with provider id not-sent-yet (yet)"
+    conversations = await api.client.get("/v1/conversations", headers=tenant.key_headers)
+    assert conversations.status_code == 200
+    (conversation,) = conversations.json()["data"]
+    messages = await api.client.get(
+        f"/v1/conversations/{conversation['id']}/messages", headers=tenant.key_headers
+    )
+    assert sorted(m["text"] for m in messages.json()["data"]) == ["first", "third"]
