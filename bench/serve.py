@@ -153,6 +153,15 @@ class StallWatch:
         return "\n".join(lines)
 
 
+def inbound_handler_times(container: Any) -> str:
+    """The inbound handler's own time (from its start to its answer), from the route's
+    histogram: what of the HTTP 200 latency the server spends on the request once it runs."""
+    histogram = container.metrics.request_duration.labels("POST", "/in/{kind}/{public_id}")
+    buckets = [(b.labels.get("le"), b.value) for b in histogram.collect()[0].samples if b.name.endswith("_bucket")]
+    total = buckets[-1][1] if buckets else 0
+    return " ".join(f"le{le}={int(n)}" for le, n in buckets) + f" of {int(total)}"
+
+
 def thread_cpu() -> str:
     """CPU seconds per thread of this process (Linux /proc), e.g. `main=12.1 python-4242=3.2`."""
     import os
@@ -215,6 +224,7 @@ def main() -> None:
             print(f"BENCH_GC {pauses.summary()}", flush=True)
             if CONTAINER:
                 # IngestWriter counts its commits "for the benchmark"; run.py reads this from the log.
+                print(f"BENCH_INBOUND_HANDLER {inbound_handler_times(CONTAINER[0])}", flush=True)
                 batches = getattr(CONTAINER[0].ingest, "batches", None)
                 if batches is not None:
                     print(f"BENCH_INGEST_BATCHES {batches}", flush=True)

@@ -89,7 +89,7 @@ class IngestWriter:
         # PostgreSQL commits batches side by side (ON CONFLICT keeps them apart); SQLite has one
         # writer, and the ORM path checks for duplicates before inserting: one batch at a time.
         self.batches_in_flight = self.row_store.connections if self.row_store is not None else 1
-        self._flush_scheduled = False
+        self._starting: asyncio.Task[None] | None = None  # a batch that has yet to take its rows
         self._closed = False
         self._batches = 0
         self._publishing: set[asyncio.Task[None]] = set()
@@ -138,13 +138,10 @@ class IngestWriter:
             "body": body,
             "status": "pending",
         }
-        loop = asyncio.get_running_loop()
-        pending = _Pending(raw, loop.create_future())
+        pending = _Pending(raw, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
-        if len(self._storing) < self.batches_in_flight and not self._flush_scheduled:
-            # Let every request that is ready in this turn of the loop join the batch.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        if len(self._storing) < self.batches_in_flight and self._starting is None:
+            self._flush()
         return await pending.future
 
     def _publish(self, stored: dict[str, QueueItem]) -> None:
@@ -155,18 +152,27 @@ class IngestWriter:
         task.add_done_callback(self._publishing.discard)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        """Start a batch. Its task first runs in the loop's next turn and takes what is waiting
+        then, so every request that is ready in this turn joins it (no extra turn to wait)."""
         if len(self._storing) >= self.batches_in_flight or not self._waiting:
             return
-        batch = self._waiting[: self.max_batch]
-        del self._waiting[: self.max_batch]
-        task = asyncio.ensure_future(self._store_batch(batch))
+        task = asyncio.ensure_future(self._take_and_store())
+        self._starting = task
         self._storing.add(task)
         task.add_done_callback(self._stored)
 
+    async def _take_and_store(self) -> None:
+        self._starting = None
+        batch = self._waiting[: self.max_batch]
+        del self._waiting[: self.max_batch]
+        if batch:
+            await self._store_batch(batch)
+
     def _stored(self, task: asyncio.Task[None]) -> None:
         self._storing.discard(task)
-        if self._waiting:
+        if self._starting is task:  # cancelled before it started
+            self._starting = None
+        if self._waiting and self._starting is None:
             self._flush()
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
