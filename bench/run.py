@@ -727,13 +727,41 @@ def fmt_ms(seconds: float, censored_at: float) -> str:
 
 
 def e2e(args: argparse.Namespace, work: Path, report: Report) -> None:
-    log(f"e2e: {args.e2e_rate:.0f} events/s for {args.e2e_duration:.0f} s, SQLite, workers in-process")
+    """`--e2e-rounds` runs, each on a fresh server and database; the round with the median p99
+    is shown, with every round's p50 / p99 beside it (one stall of the shared machine moves
+    a 10-second run's p99 by tens of milliseconds)."""
+    rounds: list[Report] = []
+    for index in range(args.e2e_rounds):
+        one = Report()
+        e2e_round(args, work, one, index)
+        rounds.append(one)
+    ordered = sorted(rounds, key=lambda r: float(r.raw["e2e"]["webhook_s"]["p99"]))
+    median = ordered[(len(ordered) - 1) // 2]
+    report.rows.extend(median.rows[:1])
+    if len(rounds) > 1:
+        drain = args.e2e_drain
+        each = ", ".join(
+            f"{fmt_ms(r.raw['e2e']['webhook_s']['p50'], drain)} / {fmt_ms(r.raw['e2e']['webhook_s']['p99'], drain)}"
+            for r in rounds
+        )
+        report.add("e2e", f"  every round, p50 / p99 ({len(rounds)} rounds; the median p99 shown)", each)
+    report.rows.extend(median.rows[1:])
+    report.notes.extend(median.notes)
+    report.raw["e2e"] = median.raw["e2e"]
+    report.raw["e2e_rounds"] = [r.raw["e2e"] for r in rounds]
+
+
+def e2e_round(args: argparse.Namespace, work: Path, report: Report, index: int) -> None:
+    log(
+        f"e2e round {index + 1}: {args.e2e_rate:.0f} events/s for {args.e2e_duration:.0f} s, SQLite, "
+        "workers in-process"
+    )
     receiver_port = free_port()
     receiver = Proc(
         [str(VENV_PYTHON), str(BENCH / "fake_provider.py"), "--port", str(receiver_port)],
-        log_path=work / "tenant-receiver.log",
+        log_path=work / f"tenant-receiver-{index}.log",
     )
-    data_dir = work / "e2e"
+    data_dir = work / f"e2e-{index}"
     env = container_env(data_dir, None, **{"CHATGATE_RUN_WORKERS_IN_API": "true", **args.settings})
     proc = None
     try:
@@ -746,7 +774,7 @@ def e2e(args: argparse.Namespace, work: Path, report: Report) -> None:
             )
         )
         port = free_port()
-        proc = start_chatgate(env, port, work / "chatgate-e2e.log")
+        proc = start_chatgate(env, port, work / f"chatgate-e2e-{index}.log")
         db_file = data_dir / "chatgate.db"
         # warm-up: ~100 events (connections, statement caches), drained before measuring
         asyncio.run(
@@ -761,7 +789,7 @@ def e2e(args: argparse.Namespace, work: Path, report: Report) -> None:
             )
         )
         profiler = None
-        if args.profile:
+        if args.profile and index == 0:
             args.profile.mkdir(parents=True, exist_ok=True)
             profiler = profile_during(proc.pid, args.e2e_duration, args.profile / "e2e.txt")
         cpu0 = _cpu(proc.pid)
@@ -1125,6 +1153,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--e2e-rate", type=float, default=500, help="events per second (default 500)")
     p.add_argument("--e2e-duration", type=float, default=10, help="seconds (default 10)")
+    p.add_argument(
+        "--e2e-rounds",
+        type=int,
+        default=3,
+        help="e2e runs, each on a fresh server; the median p99 is shown (default 3)",
+    )
     p.add_argument(
         "--e2e-drain",
         type=float,
