@@ -56,6 +56,15 @@ class Settings(BaseSettings):
         le=2000,
         description="Webhook deliveries in flight per process (each mostly waits on its endpoint)",
     )
+    inbound_batch_linger_ms: float = Field(
+        6.0,
+        ge=0,
+        le=1000,
+        description=(
+            "While inbound processing is busy, how long a batch that is not full waits for more of "
+            "its tenant's events (fewer, larger batches cost less per event; 0 turns it off)"
+        ),
+    )
     sweeper_interval_seconds: float = Field(1.0, gt=0, le=60)
     redispatch_after_seconds: float = Field(
         30.0, ge=1, description="Re-publish a due job not picked up by then"

@@ -62,6 +62,7 @@ async def run_workers(container: Container, stop: asyncio.Event) -> None:
             "inbound",
             batch_handler=container.inbound_processor.handle_batch,
             concurrency=settings.worker_concurrency,
+            linger=settings.inbound_batch_linger_ms / 1000,
         ),
         "send": FairScheduler(
             "send",
