@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
-import uvicorn
 from aiohttp import web
 
 from chatgate.app import create_app
@@ -27,6 +26,7 @@ from chatgate.bootstrap import Container
 from chatgate.config import Settings
 from chatgate.sandbox.telegram_bot_api import SandboxBotApi
 from chatgate.sandbox.telegram_bot_api.state import Bot
+from tests.asgi_server import serve_asgi
 from tests.conftest import Api, TenantHandle, make_settings, unique
 from tests.webhook_helpers import Receiver, eventually
 
@@ -41,31 +41,12 @@ async def until(check: Callable[[], Any], *, timeout: float = 10.0, interval: fl
 
 @asynccontextmanager
 async def serve_app(
-    app: Any, *, lifespan: str = "on", sock: socket.socket | None = None
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", sock: socket.socket | None = None
 ) -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 (on `sock` when given, so its URL can be known before the
     app is built) and yield its base URL. Startup may run migrations: up to 60 s."""
-    if sock is None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(6000):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if not server.started:
-        server.should_exit = True
-        await task
-        raise RuntimeError("the app did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
-        sock.close()
+    async with serve_asgi(app, lifespan=lifespan, sock=sock, startup_seconds=60, stop_seconds=30) as url:
+        yield url
 
 
 def reserve_socket() -> socket.socket:

@@ -324,6 +324,56 @@ async def test_server_that_never_answers_times_out() -> None:
         await srv.wait_closed()
 
 
+async def test_idle_connections_are_let_go_before_the_receiver_drops_them() -> None:
+    """A receiver that drops connections idle for 0.4 s: a request sent on one it is dropping gets
+    no answer. The client lets idle connections go after 0.2 s, so the second POST, 0.6 s later,
+    opens a fresh connection instead of failing."""
+    connections = 0
+    unanswered = 0
+
+    async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, unanswered
+        connections += 1
+        answered_at: float | None = None
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if answered_at is not None and time.monotonic() - answered_at > 0.4:
+                    unanswered += 1
+                    return  # closing: the request it just read gets no answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                answered_at = time.monotonic()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/hook"
+    try:
+        async with SafeHttpClient(
+            allow_hosts=LOCAL, allow_http=True, timeout=5, keepalive_seconds=0.2
+        ) as client:
+            assert (await client.post(url, body=b"{}", headers={})).status == 200
+            assert (await client.post(url, body=b"{}", headers={})).status == 200  # reused at once
+            assert connections == 1
+            await asyncio.sleep(0.6)
+            assert (await client.post(url, body=b"{}", headers={})).status == 200
+            assert (connections, unanswered) == (2, 0)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
 async def test_connection_refused() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -29,6 +29,7 @@ from chatgate.sandbox.vault_transit import FakeVaultTransit
 from chatgate.security.keyring.envelope import SecretBox
 from chatgate.security.keyring.local import KeyFile, LocalKeyProvider, parse_key_spec
 from chatgate.security.keyring.vault import VaultTransitKeyProvider
+from tests.asgi_server import server_config
 
 AAD = b"tenant:t1|integrations|int_1"
 VAULT_TOKEN = "hvs.test-root-token-5f1c9a"
@@ -197,7 +198,7 @@ def fake_vault() -> Iterator[RunningVault]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(state.app, lifespan="off", log_level="warning", access_log=False)
+    config = server_config(state.app, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn only installs signal handlers in the main thread, so running it here is safe.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

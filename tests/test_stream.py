@@ -34,6 +34,7 @@ from chatgate.bootstrap import Container
 from chatgate.config import Settings
 from chatgate.services.fanout import EventNotifier, PendingFanout
 from chatgate.services.notifier_redis import RedisEventBridge
+from tests.asgi_server import server_config
 from tests.conftest import Api, TenantHandle, running_api, unique
 from tests.servers import RedisServer
 from tests.test_events_feed import all_events, ensure_event_routes, receive_messages
@@ -49,7 +50,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
-    config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=2)
+    config = server_config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="test-uvicorn")
     try:

@@ -3,7 +3,6 @@ sandboxes beside it, signed Meta webhooks, and small waits on the database and t
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import hmac
@@ -13,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from sqlalchemy import select
 
 from chatgate.store.models import Event, Message, RawEvent
+from tests.asgi_server import serve_asgi
 from tests.conftest import Api, TenantHandle, unique
 from tests.contracts import WHATSAPP_WEBHOOKS
 from tests.webhook_helpers import Receiver, eventually
@@ -36,23 +35,8 @@ def reserve_port() -> tuple[socket.socket, str]:
 @asynccontextmanager
 async def serve_on(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """Serve an already started app (lifespan off) on `sock` until the block ends."""
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if not server.started:
-        server.should_exit = True
-        await task
-        raise RuntimeError("the gateway did not start serving")
-    try:
+    async with serve_asgi(app, sock=sock):
         yield
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-        sock.close()
 
 
 # --- Meta's webhooks ----------------------------------------------------------------------------

@@ -241,16 +241,23 @@ class SafeHttpClient:
         resolver: AbstractResolver | None = None,
         connector_limit: int = 200,
         max_redirects: int = 0,
+        keepalive_seconds: float = 4.0,
     ) -> None:
         """`resolver` replaces system DNS (tests); its answers are still filtered.
+
+        `keepalive_seconds` is how long an idle connection is kept for reuse. It is shorter than
+        the 5 s many servers (uvicorn, Node, Go's defaults) allow: a POST sent on a connection
+        the receiver is closing fails without an answer, and would cost a retry and its backoff.
 
         `max_redirects` (0 to 3) follows only 307/308, the redirects that keep the POST body;
         every hop is checked like the first URL.
         """
         if not 0 <= max_redirects <= MAX_REDIRECTS:
             raise ConfigurationError(f"max_redirects must be between 0 and {MAX_REDIRECTS}")
-        if timeout <= 0 or max_response_bytes < 0:
-            raise ConfigurationError("timeout must be positive and max_response_bytes non-negative")
+        if timeout <= 0 or max_response_bytes < 0 or keepalive_seconds <= 0:
+            raise ConfigurationError(
+                "timeout and keepalive_seconds must be positive and max_response_bytes non-negative"
+            )
         self._policy = HostPolicy(allow_hosts)
         self._allow_http = allow_http
         self._timeout = timeout
@@ -258,6 +265,7 @@ class SafeHttpClient:
         self._resolver = SafeResolver(self._policy, resolver)
         self._connector_limit = connector_limit
         self._max_redirects = max_redirects
+        self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -270,7 +278,9 @@ class SafeHttpClient:
             raise RuntimeError("SafeHttpClient is closed")
         if self._session is None:
             # Made lazily: aiohttp wants a running event loop.
-            connector = aiohttp.TCPConnector(limit=self._connector_limit, resolver=self._resolver)
+            connector = aiohttp.TCPConnector(
+                limit=self._connector_limit, resolver=self._resolver, keepalive_timeout=self._keepalive
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
