@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
 from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_sqlite import SqliteIngestStore, sqlite_path
+from chatgate.services.ingest_sqlite import SqliteIngestStore
+from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique
 from tests.webhook_helpers import webhook_integration
@@ -41,7 +42,7 @@ def _count(path: str, sql: str, *params: Any) -> int:
 async def test_a_batch_with_duplicates_stores_each_new_event_once(sqlite_api: Api) -> None:
     tenant = await sqlite_api.tenant()
     integration = await webhook_integration(sqlite_api, tenant)
-    path = sqlite_path(sqlite_api.container.settings.effective_database_url)
+    path = sqlite_file(sqlite_api.container.settings.effective_database_url)
     assert path is not None
     store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
     tag = unique("e")

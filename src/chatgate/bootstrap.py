@@ -49,7 +49,7 @@ from chatgate.services.inbound_gateway import InboundGateway
 from chatgate.services.inbound_processor import InboundProcessor
 from chatgate.services.ingest import IngestWriter
 from chatgate.services.ingest_postgres import PostgresIngestStore, asyncpg_dsn
-from chatgate.services.ingest_sqlite import SqliteIngestStore, sqlite_path
+from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.services.integration_cache import IntegrationCache
 from chatgate.services.integrations import IntegrationService
 from chatgate.services.key_rotation import KeyRotationService
@@ -70,7 +70,7 @@ from chatgate.services.webhook_fanout import LocalClaims, WebhookFanoutHook
 from chatgate.services.webhooks import WebhookService
 from chatgate.services.whatsapp import WhatsAppIntegrations
 from chatgate.store import migrate
-from chatgate.store.db import Database
+from chatgate.store.db import Database, sqlite_file
 from chatgate.store.repositories.leases import LeaseStore
 from chatgate.workers.breaker import CircuitBreakers
 from chatgate.workers.queue import Handler, WorkQueue
@@ -204,13 +204,13 @@ class Container:
             str(s.public_base_url) if s.public_base_url else None,
         )
         self.leases = LeaseStore(self.db)
-        embedded_file = sqlite_path(s.effective_database_url)
+        embedded_file = sqlite_file(s.effective_database_url)
         postgres_dsn = asyncpg_dsn(s.effective_database_url)
         self.ingest = IngestWriter(
             self.db,
             self.queue.publish,
             self.clock,
-            row_store=SqliteIngestStore(embedded_file, gate=self.db.write_gate)
+            row_store=SqliteIngestStore(embedded_file, gate=self.db.write_gate, syncer=self.db.wal_syncer)
             if embedded_file
             else PostgresIngestStore(postgres_dsn)
             if postgres_dsn
