@@ -16,9 +16,11 @@ import pytest
 from sqlalchemy import text
 
 from chatgate.domain.errors import ServiceUnavailable
+from chatgate.services.ingest import IngestWriter
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.wal_sync import WalSyncer, sync_wal
+from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, unique
 from tests.test_ingest_stores import _count, _row
 from tests.webhook_helpers import eventually, webhook_integration
@@ -186,4 +188,43 @@ async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) 
     finally:
         held.release()
         await store.aclose()
+        syncer.close()
+
+
+async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = sqlite_file(sqlite_api.container.settings.effective_database_url)
+    assert path is not None
+    held = HeldSync()
+    held.fail = OSError(5, "Input/output error")
+    syncer = WalSyncer(path, sync_file=held)
+    published: list[list[QueueItem]] = []
+
+    async def publish(topic: str, items: list[QueueItem]) -> None:
+        published.append(items)
+
+    db = sqlite_api.container.db
+    store = SqliteIngestStore(path, gate=db.write_gate, syncer=syncer)
+    writer = IngestWriter(db, publish, sqlite_api.container.clock, row_store=store)
+    event = {
+        "tenant_id": tenant.id,
+        "integration_id": integration["id"],
+        "kind": "webhook",
+        "provider_event_id": unique("e"),
+        "headers": {},
+        "body": b"{}",
+    }
+    try:
+        with pytest.raises(ServiceUnavailable, match="retry"):
+            await writer.submit(**event)  # type: ignore[arg-type]
+        assert published == []  # not durable: no job dispatched (the sweeper will, later)
+        held.fail = None
+        assert await writer.submit(**event) is False  # type: ignore[arg-type]  # the provider's retry: stored once
+        count = _count(
+            path, "SELECT count(*) FROM raw_events WHERE provider_event_id = ?", event["provider_event_id"]
+        )
+        assert count == 1
+    finally:
+        await writer.aclose()
         syncer.close()

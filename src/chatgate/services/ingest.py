@@ -105,8 +105,12 @@ class IngestWriter:
     async def aclose(self) -> None:
         self._closed = True
         while self._storing:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(next(iter(self._storing)))
+            # `asyncio.wait`, not awaiting a task: a task already done but whose done-callback
+            # (which takes it out of `_storing`) has yet to run would be awaited without ever
+            # yielding to the loop, and this loop would spin.
+            storing = set(self._storing)
+            await asyncio.wait(storing)
+            self._storing -= {task for task in storing if task.done()}
         error = ServiceUnavailable("the server is shutting down; retry")
         for item in self._waiting:
             if not item.future.done():
@@ -184,6 +188,7 @@ class IngestWriter:
             sqlite3.Error,
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
+            ServiceUnavailable,  # e.g. stored, but the WAL's sync failed: a retry meets a duplicate
         ) as exc:
             log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
             error = ServiceUnavailable("the event could not be stored; retry")
