@@ -20,7 +20,13 @@ from chatgate.services.webhook_delivery import DeliveryWorker, _Attempted, _Load
 from chatgate.store.models import Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle
-from tests.webhook_helpers import Receiver, message_payload, post_inbound, webhook_integration
+from tests.webhook_helpers import (
+    Receiver,
+    message_payload,
+    post_inbound,
+    receive_and_process,
+    webhook_integration,
+)
 
 
 async def _deliver_jobs(api: Api, receiver: Receiver, count: int) -> tuple[TenantHandle, str, list[str]]:
@@ -34,18 +40,7 @@ async def _deliver_jobs(api: Api, receiver: Receiver, count: int) -> tuple[Tenan
     )
     assert response.status_code == 201, response.text
     endpoint_id = response.json()["id"]
-    integration = await webhook_integration(api, tenant)
-    for n in range(count):
-        payload = message_payload(f"message {n}", message_id=f"m{n}")
-        assert (await post_inbound(api, integration, payload, event_id=f"e{n}")).status_code == 200
-    async with api.container.db.sessions() as session:
-        inbound = (
-            await session.execute(
-                select(Job.id).where(Job.tenant_id == tenant.id, Job.kind == "inbound").order_by(Job.id)
-            )
-        ).scalars()
-        items = [QueueItem(job_id, tenant.id) for job_id in inbound]
-    await api.container.inbound_processor.handle_batch(items)
+    await receive_and_process(api, tenant, count)
     async with api.container.db.sessions() as session:
         jobs = (
             await session.execute(

@@ -22,7 +22,10 @@ from chatgate.store.models import Job, WebhookDelivery
 from chatgate.workers.queue import QueueItem
 from chatgate.workers.sweeper import Sweeper
 from tests.conftest import Api
-from tests.webhook_helpers import Receiver, message_payload, post_inbound, webhook_integration
+from tests.webhook_helpers import (
+    Receiver,
+    receive_and_process,
+)
 
 
 @asynccontextmanager
@@ -51,18 +54,7 @@ async def process_messages(api: Api, receiver: Receiver, count: int) -> str:
         headers=tenant.key_headers,
     )
     assert response.status_code == 201, response.text
-    integration = await webhook_integration(api, tenant)
-    for n in range(count):
-        payload = message_payload(f"message {n}", message_id=f"m{n}")
-        assert (await post_inbound(api, integration, payload, event_id=f"e{n}")).status_code == 200
-    async with api.container.db.sessions() as session:
-        inbound = (
-            await session.execute(
-                select(Job.id).where(Job.tenant_id == tenant.id, Job.kind == "inbound").order_by(Job.id)
-            )
-        ).scalars()
-        items = [QueueItem(job_id, tenant.id) for job_id in inbound]
-    await api.container.inbound_processor.handle_batch(items)
+    await receive_and_process(api, tenant, count)
     return tenant.id
 
 

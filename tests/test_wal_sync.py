@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -21,7 +22,7 @@ from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.wal_sync import WalSyncer, sync_wal
 from chatgate.workers.queue import QueueItem
-from tests.conftest import Api, unique
+from tests.conftest import Api, TenantHandle, unique
 from tests.test_ingest_stores import _count, _row
 from tests.webhook_helpers import eventually, webhook_integration
 
@@ -155,14 +156,19 @@ async def test_a_transaction_returns_only_after_its_commit_is_synced(sqlite_api:
         assert held.calls >= 1
 
 
-async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) -> None:
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    path = sqlite_file(sqlite_api.container.settings.effective_database_url)
+async def ingest_target(api: Api) -> tuple[TenantHandle, dict[str, Any], str, HeldSync, WalSyncer]:
+    """A tenant's webhook integration, the database file, and a syncer of it the test controls."""
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    path = sqlite_file(api.container.settings.effective_database_url)
     assert path is not None
     held = HeldSync()
+    return tenant, integration, path, held, WalSyncer(path, sync_file=held)
+
+
+async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) -> None:
+    tenant, integration, path, held, syncer = await ingest_target(sqlite_api)
     held.hold = True
-    syncer = WalSyncer(path, sync_file=held)
     store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate, syncer=syncer)
     tag = unique("e")
     now = datetime.now(UTC)
@@ -192,13 +198,8 @@ async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) 
 
 
 async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sqlite_api: Api) -> None:
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    path = sqlite_file(sqlite_api.container.settings.effective_database_url)
-    assert path is not None
-    held = HeldSync()
+    tenant, integration, path, held, syncer = await ingest_target(sqlite_api)
     held.fail = OSError(5, "Input/output error")
-    syncer = WalSyncer(path, sync_file=held)
     published: list[list[QueueItem]] = []
 
     async def publish(topic: str, items: list[QueueItem]) -> None:

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from chatgate.delivery import signing
+from chatgate.store.models import Job
+from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle, unique
 
 INBOUND_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -117,3 +120,20 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+async def receive_and_process(api: Api, tenant: TenantHandle, count: int) -> None:
+    """`count` signed messages posted to a new webhook integration of the tenant, and their
+    inbound jobs processed as one batch (no workers needed)."""
+    integration = await webhook_integration(api, tenant)
+    for n in range(count):
+        payload = message_payload(f"message {n}", message_id=f"m{n}")
+        assert (await post_inbound(api, integration, payload, event_id=f"e{n}")).status_code == 200
+    async with api.container.db.sessions() as session:
+        inbound = (
+            await session.execute(
+                select(Job.id).where(Job.tenant_id == tenant.id, Job.kind == "inbound").order_by(Job.id)
+            )
+        ).scalars()
+        items = [QueueItem(job_id, tenant.id) for job_id in inbound]
+    await api.container.inbound_processor.handle_batch(items)
