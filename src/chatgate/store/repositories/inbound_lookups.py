@@ -96,6 +96,14 @@ def _by_key_query(model: type[Row], key: InstrumentedAttribute[str]) -> Select[R
 # Built once: constructing them per batch cost more than running them.
 _CONTACTS = _by_key_query(Contact, Contact.address)
 _CONVERSATIONS = _by_key_query(Conversation, Conversation.external_id)
+# The tenant is checked on the rows, not in SQL: with `tenant_id = ?` in the query, SQLite's
+# planner walked the tenant's whole message index instead of the unique (integration,
+# direction, provider id) one (an integration has one tenant anyway).
+_MESSAGES = select(Message).where(
+    Message.integration_id == bindparam("b_integration"),
+    Message.direction.in_(_DIRECTIONS),
+    Message.provider_message_id.in_(bindparam("b_ids", expanding=True)),
+)
 
 
 async def _by_key(
@@ -130,16 +138,7 @@ async def load_lookups(
         for chunk in _chunks(want.messages):
             for provider_id in chunk:
                 lookups.messages[(integration_id, provider_id)] = []
-            # The tenant is checked on the rows, not in SQL: with `tenant_id = ?` in the query,
-            # SQLite's planner walked the tenant's whole message index instead of the unique
-            # (integration, direction, provider id) one (an integration has one tenant anyway).
-            rows_m = await session.scalars(
-                select(Message).where(
-                    Message.integration_id == integration_id,
-                    Message.direction.in_(_DIRECTIONS),
-                    Message.provider_message_id.in_(chunk),
-                )
-            )
+            rows_m = await session.scalars(_MESSAGES, {"b_integration": integration_id, "b_ids": chunk})
             for message in rows_m:
                 if message.tenant_id == tenant_id:
                     lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
