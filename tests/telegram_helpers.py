@@ -145,18 +145,6 @@ async def telegram_stack(
         yield Stack(sandbox, sandbox_url, api, url, settings)
 
 
-async def subscribe(api: Api, tenant: TenantHandle, receiver: Receiver, **body: Any) -> dict[str, Any]:
-    """A tenant webhook endpoint delivering to `receiver` (every event type unless told)."""
-    response = await api.client.post(
-        "/v1/webhook-endpoints",
-        json={"url": receiver.url + "/" + unique("ep"), **body},
-        headers=tenant.key_headers,
-    )
-    assert response.status_code == 201, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def delivered(receiver: Receiver, endpoint: dict[str, Any]) -> list[dict[str, Any]]:
     """Event payloads the receiver got for this endpoint, in arrival order."""
     path = endpoint["url"].split("127.0.0.1", 1)[1].split("/", 1)[1]

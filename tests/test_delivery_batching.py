@@ -25,6 +25,7 @@ from tests.webhook_helpers import (
     message_payload,
     post_inbound,
     receive_and_process,
+    subscribe,
     webhook_integration,
 )
 
@@ -33,13 +34,7 @@ async def _deliver_jobs(api: Api, receiver: Receiver, count: int) -> tuple[Tenan
     """A tenant with one endpoint and `count` inbound messages, processed: (tenant, endpoint
     id, the ids of the delivery jobs, oldest first)."""
     tenant = await api.tenant()
-    response = await api.client.post(
-        "/v1/webhook-endpoints",
-        json={"url": receiver.url + f"/{tenant.id}", "event_types": ["message.received"]},
-        headers=tenant.key_headers,
-    )
-    assert response.status_code == 201, response.text
-    endpoint_id = response.json()["id"]
+    endpoint_id = (await subscribe(api, tenant, receiver, event_types=["message.received"]))["id"]
     await receive_and_process(api, tenant, count)
     async with api.container.db.sessions() as session:
         jobs = (

@@ -25,6 +25,7 @@ from tests.conftest import Api
 from tests.webhook_helpers import (
     Receiver,
     receive_and_process,
+    subscribe,
 )
 
 
@@ -48,12 +49,7 @@ async def delivery_consumer(api: Api) -> AsyncIterator[list[QueueItem]]:
 async def process_messages(api: Api, receiver: Receiver, count: int) -> str:
     """A tenant with an endpoint, `count` inbound messages stored and processed; its id."""
     tenant = await api.tenant()
-    response = await api.client.post(
-        "/v1/webhook-endpoints",
-        json={"url": receiver.url + f"/{tenant.id}", "event_types": ["message.received"]},
-        headers=tenant.key_headers,
-    )
-    assert response.status_code == 201, response.text
+    await subscribe(api, tenant, receiver, event_types=["message.received"])
     await receive_and_process(api, tenant, count)
     return tenant.id
 

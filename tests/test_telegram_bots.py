@@ -39,12 +39,11 @@ from tests.telegram_helpers import (
     raw_events,
     sandbox_server,
     settled_raw_events,
-    subscribe,
     telegram_stack,
     text_update,
     until,
 )
-from tests.webhook_helpers import Receiver, start_receiver
+from tests.webhook_helpers import Receiver, start_receiver, subscribe
 
 
 @pytest.fixture(scope="module")

@@ -137,3 +137,15 @@ async def receive_and_process(api: Api, tenant: TenantHandle, count: int) -> Non
         ).scalars()
         items = [QueueItem(job_id, tenant.id) for job_id in inbound]
     await api.container.inbound_processor.handle_batch(items)
+
+
+async def subscribe(api: Api, tenant: TenantHandle, receiver: Receiver, **body: Any) -> dict[str, Any]:
+    """A tenant webhook endpoint delivering to `receiver` (every event type unless told)."""
+    response = await api.client.post(
+        "/v1/webhook-endpoints",
+        json={"url": receiver.url + "/" + unique("ep"), **body},
+        headers=tenant.key_headers,
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result

@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def sync_wal(database_path: str) -> None:
-    """fdatasync the database's WAL file (the file itself when there is no WAL yet), and its
-    directory, so the WAL file's own entry is durable too."""
+    """fdatasync the database's WAL file (the file itself when there is no WAL yet)."""
     wal = database_path + "-wal"
     try:
         fd = os.open(wal, os.O_RDONLY)
@@ -45,6 +44,7 @@ def sync_wal(database_path: str) -> None:
 
 
 def sync_directory(path: str) -> None:
+    """fsync the directory holding `path`, so a newly created file's entry is durable too."""
     fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
     try:
         os.fsync(fd)
