@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pipeline_stages.py [--events 2000] [--delivery-concurrency 200]
                                               [--profile ingest|process|deliver]
-                                              [--profile-order cumulative] [--micro]
+                                              [--profile-order cumulative] [--micro] [--statements]
 
 1. ingest: `InboundGateway.receive` for signed Standard-Webhooks requests (authentication and
    the grouped SQLite commit), 64 at once like the HTTP bench's connections;
@@ -59,14 +59,54 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile-order", default="tottime", help="cProfile sort key (tottime, cumulative, ...)"
     )
+    parser.add_argument("--profile-lines", type=int, default=30, help="rows of the cProfile table")
     parser.add_argument("--micro", action="store_true", help="also time transactions and row loads")
+    parser.add_argument(
+        "--statements", action="store_true", help="list each stage's SQL statements, with counts and time"
+    )
     return parser.parse_args()
 
 
 PROFILE_ORDER = ["tottime"]
+PROFILE_LINES = [30]
+
+
+class StatementLog:
+    """Counts and times the statements a stage runs (SQLAlchemy cursor events), by SQL text."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.stats: dict[str, list[float]] = {}
+        self._started: list[float] = []
+        self.enabled = False
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_args: Any) -> None:
+        self._started.append(time.perf_counter())
+
+    def _after(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        took = time.perf_counter() - self._started.pop()
+        if self.enabled:
+            entry = self.stats.setdefault(" ".join(statement.split())[:110], [0, 0.0])
+            entry[0] += 1
+            entry[1] += took
+
+    def report(self, name: str, count: int) -> None:
+        total = sum(int(n) for n, _ in self.stats.values())
+        print(f"  {name}: {total / count:.2f} statements per event ({total} in all); per event and SQL:")
+        for sql, (n, took) in sorted(self.stats.items(), key=lambda kv: -kv[1][1]):
+            print(f"    {n / count:5.2f} x {took / n * 1e6:6.0f} µs  {sql}")
+        self.stats.clear()
+
+
+STATEMENTS: list[StatementLog] = []
 
 
 async def measure(name: str, count: int, run: Callable[[], Awaitable[None]], profile: str | None) -> None:
+    if STATEMENTS:
+        STATEMENTS[0].enabled = True
     profiler = cProfile.Profile() if profile == name else None
     cpu, wall = time.thread_time(), time.perf_counter()
     if profiler is not None:
@@ -79,7 +119,10 @@ async def measure(name: str, count: int, run: Callable[[], Awaitable[None]], pro
         f"{name:8s} {cpu / count * 1e6:7.0f} µs CPU per event  ({wall / count * 1e6:.0f} µs wall, {count} events)"
     )
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats(PROFILE_ORDER[0]).print_stats(30)
+        pstats.Stats(profiler).sort_stats(PROFILE_ORDER[0]).print_stats(PROFILE_LINES[0])
+    if STATEMENTS:
+        STATEMENTS[0].enabled = False
+        STATEMENTS[0].report(name, count)
 
 
 async def micro(container: Any) -> None:
@@ -180,6 +223,9 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.gather(*(one(item) for item in queued.pop("deliver", [])))
 
         PROFILE_ORDER[0] = args.profile_order
+        PROFILE_LINES[0] = args.profile_lines
+        if args.statements:
+            STATEMENTS.append(StatementLog(container.db.engine.sync_engine))
         settle_heap()  # as `chatgate serve` does once it has started
         await measure("ingest", args.events, ingest, args.profile)
         await measure("process", args.events, process, args.profile)

@@ -358,14 +358,12 @@ async def test_a_status_that_beats_the_send_commit_is_applied_once_the_send_comm
     assert await eventually(delivered, timeout=20)
 
 
-async def test_one_batch_with_a_message_its_edit_a_reply_and_a_deletion(api: Api) -> None:
-    """Messages of a batch are inserted together at its end: an edit, a reply and a deletion of
-    a message received earlier in the same batch must still apply to it."""
-    from chatgate.store.models import Message
+async def process_as_one_batch(
+    api: Api, tenant: TenantHandle, integration: dict[str, Any], bodies: list[dict[str, Any]], tag: str
+) -> None:
+    """Store `bodies` as raw events and process them in one batch (not the running workers)."""
     from chatgate.workers.queue import QueueItem
 
-    tenant = await api.tenant()
-    integration = await webhook_integration(api, tenant)
     container = api.container
     captured: list[QueueItem] = []
     working_publish = container.ingest.publish
@@ -373,21 +371,7 @@ async def test_one_batch_with_a_message_its_edit_a_reply_and_a_deletion(api: Api
     async def capture(topic: str, items: list[QueueItem]) -> None:
         captured.extend(items)
 
-    tag = unique("b")
-    edited = {**message_payload("second", message_id=f"{tag}-1"), "type": "message.edited"}
-    deleted = {
-        "type": "message.deleted",
-        "conversation": {"id": "chat-1", "kind": "private", "title": "Alice"},
-        "message_ids": [f"{tag}-3"],
-    }
-    bodies = [
-        message_payload("first", message_id=f"{tag}-1"),
-        edited,
-        message_payload("a reply", message_id=f"{tag}-2", reply_to=f"{tag}-1"),
-        message_payload("soon gone", message_id=f"{tag}-3"),
-        deleted,
-    ]
-    container.ingest.publish = capture  # the running workers never see these: we process them
+    container.ingest.publish = capture
     try:
         for index, body in enumerate(bodies):
             stored = await container.ingest.submit(
@@ -403,6 +387,89 @@ async def test_one_batch_with_a_message_its_edit_a_reply_and_a_deletion(api: Api
     finally:
         container.ingest.publish = working_publish
     await container.inbound_processor.handle_batch(captured)
+
+
+async def test_a_later_batch_changes_the_rows_it_read(api: Api) -> None:
+    """A batch reads its contacts, conversations and messages up front; its changes to them (an
+    edit, a deletion, a sender's new name, a chat's new title) are saved with the batch."""
+    from chatgate.store.models import Contact, Conversation, Message
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("l")
+    chat = f"chat-{tag}"
+    await process_as_one_batch(
+        api,
+        tenant,
+        integration,
+        [
+            message_payload(text, message_id=f"{tag}-{n}", chat=chat)
+            for n, text in ((1, "first"), (2, "second"))
+        ],
+        f"{tag}-a",
+    )
+    renamed = message_payload("third", message_id=f"{tag}-3", chat=chat)
+    renamed["from"]["name"] = "Alice Renamed"
+    renamed["conversation"]["title"] = "Alice's new title"
+    await process_as_one_batch(
+        api,
+        tenant,
+        integration,
+        [
+            {**message_payload("first, edited", message_id=f"{tag}-1", chat=chat), "type": "message.edited"},
+            {
+                "type": "message.deleted",
+                "conversation": {"id": chat, "kind": "private"},
+                "message_ids": [f"{tag}-2"],
+            },
+            renamed,
+        ],
+        f"{tag}-b",
+    )
+    async with api.container.db.sessions() as session:
+        messages = {
+            m.provider_message_id: m
+            for m in (
+                await session.execute(select(Message).where(Message.provider_message_id.like(f"{tag}-%")))
+            ).scalars()
+        }
+        conversation = (
+            await session.execute(select(Conversation).where(Conversation.external_id == chat))
+        ).scalar_one()
+        contact = await session.get(Contact, messages[f"{tag}-3"].contact_id)
+    assert messages[f"{tag}-1"].text == "first, edited"
+    assert messages[f"{tag}-1"].edited_at is not None
+    assert messages[f"{tag}-2"].deleted_at is not None
+    assert messages[f"{tag}-2"].text == "second"
+    assert conversation.title == "Alice's new title"
+    assert contact is not None
+    assert contact.display_name == "Alice Renamed"
+    assert contact.id == messages[f"{tag}-1"].contact_id  # the same contact, not a second one
+
+
+async def test_one_batch_with_a_message_its_edit_a_reply_and_a_deletion(api: Api) -> None:
+    """Messages of a batch are inserted together at its end: an edit, a reply and a deletion of
+    a message received earlier in the same batch must still apply to it."""
+    from chatgate.store.models import Message
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    container = api.container
+    tag = unique("b")
+    edited = {**message_payload("second", message_id=f"{tag}-1"), "type": "message.edited"}
+    deleted = {
+        "type": "message.deleted",
+        "conversation": {"id": "chat-1", "kind": "private", "title": "Alice"},
+        "message_ids": [f"{tag}-3"],
+    }
+    bodies = [
+        message_payload("first", message_id=f"{tag}-1"),
+        edited,
+        message_payload("a reply", message_id=f"{tag}-2", reply_to=f"{tag}-1"),
+        message_payload("soon gone", message_id=f"{tag}-3"),
+        deleted,
+    ]
+    await process_as_one_batch(api, tenant, integration, bodies, tag)
 
     async with container.db.sessions() as session:
         rows = {

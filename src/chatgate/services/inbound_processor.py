@@ -25,6 +25,7 @@ from chatgate.services.fanout import Fanout
 from chatgate.services.inbound_apply import InboundApplier, StatusTooEarly
 from chatgate.store.db import Database
 from chatgate.store.models import RawEvent
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.conversations import ConversationRepository
 from chatgate.store.repositories.events import EventLog, NewEvent
 from chatgate.store.repositories.inbound_lookups import load_lookups
@@ -62,33 +63,37 @@ class _Raw:
 # By primary key: with a plain `tenant_id = ?` SQLite's planner (no statistics) searched the
 # tenant's index, reading every raw event of the tenant per batch. Built once: constructing a
 # statement per batch cost more than running it.
-_LOAD_RAWS = select(
-    _RAW_EVENTS.c.id,
-    _RAW_EVENTS.c.integration_id,
-    _RAW_EVENTS.c.kind,
-    _RAW_EVENTS.c.headers,
-    _RAW_EVENTS.c.body,
-    _RAW_EVENTS.c.received_at,
-    _RAW_EVENTS.c.status,
-).where(
-    _RAW_EVENTS.c.id.in_(bindparam("b_ids", expanding=True)),
-    unindexed(_RAW_EVENTS.c.tenant_id) == bindparam("b_tenant"),
+_LOAD_RAWS = Prepared(
+    select(
+        _RAW_EVENTS.c.id,
+        _RAW_EVENTS.c.integration_id,
+        _RAW_EVENTS.c.kind,
+        _RAW_EVENTS.c.headers,
+        _RAW_EVENTS.c.body,
+        _RAW_EVENTS.c.received_at,
+        _RAW_EVENTS.c.status,
+    ).where(
+        _RAW_EVENTS.c.id.in_(bindparam("b_ids", expanding=True)),
+        unindexed(_RAW_EVENTS.c.tenant_id) == bindparam("b_tenant"),
+    )
+)
+_SAVE_OUTCOMES = Prepared(
+    _RAW_EVENTS.update()
+    .where(_RAW_EVENTS.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), error=bindparam("b_error"), processed_at=bindparam("b_at"))
 )
 
 
 async def _load_raws(session: AsyncSession, tenant_id: str, ids: list[str]) -> dict[str, _Raw]:
-    rows = await session.execute(_LOAD_RAWS, {"b_ids": ids, "b_tenant": tenant_id})
-    return {row.id: _Raw(*row) for row in rows}
+    rows = await _LOAD_RAWS.rows(session, {"b_ids": ids, "b_tenant": tenant_id})
+    return {row[0]: _Raw(*row) for row in rows}
 
 
 async def _save_raw_outcomes(session: AsyncSession, raws: list[_Raw]) -> None:
     if not raws:
         return
-    table = _RAW_EVENTS
-    await session.execute(
-        table.update()
-        .where(table.c.id == bindparam("b_id"))
-        .values(status=bindparam("b_status"), error=bindparam("b_error"), processed_at=bindparam("b_at")),
+    await _SAVE_OUTCOMES.run_many(
+        session,
         [{"b_id": r.id, "b_status": r.status, "b_error": r.error, "b_at": r.processed_at} for r in raws],
     )
 

@@ -72,7 +72,7 @@ class SQLiteDialect_chatgate_inline(SQLiteDialect_pysqlite):
         parameters: Any,
         context: ExecutionContext | None = None,
     ) -> None:
-        self._check_gated(statement)
+        self.check_gated(statement)
         cursor.execute(statement, parameters)
         _await_once()
 
@@ -83,18 +83,18 @@ class SQLiteDialect_chatgate_inline(SQLiteDialect_pysqlite):
         parameters: Any,
         context: ExecutionContext | None = None,
     ) -> None:
-        self._check_gated(statement)
+        self.check_gated(statement)
         cursor.executemany(statement, parameters)
         _await_once()
 
     def do_execute_no_params(
         self, cursor: DBAPICursor, statement: str, context: ExecutionContext | None = None
     ) -> None:
-        self._check_gated(statement)
+        self.check_gated(statement)
         cursor.execute(statement)
         _await_once()
 
-    def _check_gated(self, statement: str) -> None:
+    def check_gated(self, statement: str) -> None:
         gate = self.write_gate
         if gate is None or gate.held_here():
             return

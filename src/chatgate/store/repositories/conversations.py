@@ -15,6 +15,7 @@ from chatgate.domain.inbound import ChatRef, Party
 from chatgate.domain.messages import Direction
 from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.pagination import Page
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.inbound_lookups import InboundLookups
 from chatgate.store.transient import transient
@@ -24,12 +25,13 @@ _MESSAGES = cast(Table, Message.__table__)
 _MESSAGE_COLUMNS = tuple(column.key for column in _MESSAGES.columns)
 # What the model's column defaults would give; a staged message gets every column.
 _MESSAGE_DEFAULTS: dict[str, Any] = dict.fromkeys(_MESSAGE_COLUMNS) | {"attachments": [], "buttons": []}
+_INSERT_MESSAGES = Prepared(_MESSAGES.insert())
 
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 # Built once. The tenant is checked but kept from the planner: with a plain `tenant_id = ?`
 # SQLite (no statistics) searched the tenant's index instead of the ids' primary key.
-_TOUCH = (
+_TOUCH = Prepared(
     _CONVERSATIONS.update()
     .where(
         unindexed(_CONVERSATIONS.c.tenant_id) == bindparam("b_tenant"),
@@ -235,8 +237,8 @@ class ConversationRepository(TenantScoped):
     async def insert_staged(self) -> None:
         staged, self._staged = self._staged, []
         if staged:
-            await self.session.execute(
-                _MESSAGES.insert(), [{key: m.__dict__[key] for key in _MESSAGE_COLUMNS} for m in staged]
+            await _INSERT_MESSAGES.run_many(
+                self.session, [{key: m.__dict__[key] for key in _MESSAGE_COLUMNS} for m in staged]
             )
 
     async def get_message(self, message_id: str) -> Message:
@@ -267,7 +269,7 @@ class ConversationRepository(TenantScoped):
         ids = sorted(set(conversation_ids))
         if not ids:
             return
-        await self.session.execute(_TOUCH, {"b_tenant": self.tenant_id, "b_ids": ids, "b_at": at})
+        await _TOUCH.run(self.session, {"b_tenant": self.tenant_id, "b_ids": ids, "b_at": at})
 
     async def _insert_or_get(self, row: Any, reload: Any) -> Any:
         """Insert under a savepoint; if a concurrent writer won the unique key, use theirs."""

@@ -12,6 +12,7 @@ from sqlalchemy import Table, bindparam, select
 from chatgate.domain.events import EVENT_VERSION, EventType
 from chatgate.domain.ids import new_id
 from chatgate.store.models import Event, TenantSequence
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.transient import transient
 
@@ -52,17 +53,24 @@ _LOCK = (
     .where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
     .values(last_sequence=_SEQUENCES.c.last_sequence)
 )
-_RESERVE = (
+_RESERVE = Prepared(
     _SEQUENCES.update()
     .where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
     .values(last_sequence=_SEQUENCES.c.last_sequence + bindparam("b_count"))
 )
-_LAST_SEQUENCE = select(_SEQUENCES.c.last_sequence).where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
-_SEEN = select(_EVENTS.c.dedupe_key).where(_EVENTS.c.dedupe_key.in_(bindparam("b_keys", expanding=True)))
-_ROW_IDS = select(_EVENTS.c.sequence, _EVENTS.c.id).where(
-    _EVENTS.c.tenant_id == bindparam("b_tenant"),
-    _EVENTS.c.sequence >= bindparam("b_first"),
-    _EVENTS.c.sequence <= bindparam("b_last"),
+_LAST_SEQUENCE = Prepared(
+    select(_SEQUENCES.c.last_sequence).where(_SEQUENCES.c.tenant_id == bindparam("b_tenant"))
+)
+_SEEN = Prepared(
+    select(_EVENTS.c.dedupe_key).where(_EVENTS.c.dedupe_key.in_(bindparam("b_keys", expanding=True)))
+)
+_INSERT = Prepared(_EVENTS.insert())
+_ROW_IDS = Prepared(
+    select(_EVENTS.c.sequence, _EVENTS.c.id).where(
+        _EVENTS.c.tenant_id == bindparam("b_tenant"),
+        _EVENTS.c.sequence >= bindparam("b_first"),
+        _EVENTS.c.sequence <= bindparam("b_last"),
+    )
 )
 
 
@@ -104,12 +112,12 @@ class EventLog(TenantScoped):
 
     async def _insert(self, events: Sequence[NewEvent], first: int, now: datetime) -> list[Event]:
         rows = event_rows(self.tenant_id, events, first, now)
-        await self.session.execute(_EVENTS.insert(), rows)
+        await _INSERT.run_many(self.session, rows)
         # Only the row ids come back from the database (the hooks need them); the rest is what
         # was just written: reading whole rows back cost ~100 µs per event (JSON and ORM loading).
         last = first + len(events) - 1
-        found = await self.session.execute(
-            _ROW_IDS, {"b_tenant": self.tenant_id, "b_first": first, "b_last": last}
+        found = await _ROW_IDS.rows(
+            self.session, {"b_tenant": self.tenant_id, "b_first": first, "b_last": last}
         )
         ids: dict[int, int] = {int(sequence): int(row_id) for sequence, row_id in found}
         return [transient(Event, {**row, "id": ids[row["sequence"]]}) for row in rows]
@@ -117,15 +125,15 @@ class EventLog(TenantScoped):
     async def reserve(self, count: int) -> int | None:
         """Advance the tenant's counter by `count` (its row stays locked until commit); the
         first of the new numbers, or None when the tenant has no counter row yet."""
-        await self.session.execute(_RESERVE, {"b_tenant": self.tenant_id, "b_count": count})
-        last = (await self.session.execute(_LAST_SEQUENCE, {"b_tenant": self.tenant_id})).scalar_one_or_none()
-        return None if last is None else int(last) - count + 1
+        await _RESERVE.run(self.session, {"b_tenant": self.tenant_id, "b_count": count})
+        found = await _LAST_SEQUENCE.rows(self.session, {"b_tenant": self.tenant_id})
+        return int(found[0][0]) - count + 1 if found else None
 
     async def _without_seen(self, events: list[NewEvent]) -> list[NewEvent]:
         keys = [e.dedupe_key for e in events if e.dedupe_key]
         seen: set[str] = set()
         if keys:
-            seen = {k for k in (await self.session.execute(_SEEN, {"b_keys": keys})).scalars() if k}
+            seen = {k for (k,) in await _SEEN.rows(self.session, {"b_keys": keys}) if k}
         fresh: list[NewEvent] = []
         for event in events:
             if event.dedupe_key and event.dedupe_key in seen:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from chatgate.domain.inbound import (
     ButtonPressed,
@@ -26,7 +25,9 @@ from chatgate.domain.inbound import (
     StatusUpdate,
 )
 from chatgate.domain.messages import Direction
-from chatgate.store.models import Contact, Conversation, Message
+from chatgate.store.models import Base, Contact, Conversation, Message
+from chatgate.store.prepared import Prepared
+from chatgate.store.transient import persistent
 from chatgate.store.unindexed import unindexed
 
 Key = tuple[str, str]
@@ -83,32 +84,45 @@ def _chunks(values: set[str]) -> list[list[str]]:
     return [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
 
 
-def _by_key_query(model: type[Row], key: InstrumentedAttribute[str]) -> Select[Row]:
+def _columns(model: type[Base]) -> tuple[str, ...]:
+    return tuple(column.key for column in cast(Table, model.__table__).columns)
+
+
+def _by_key_query(model: type[Row], key: str) -> Prepared:
+    table = cast(Table, model.__table__)
     # The tenant is checked but kept away from the planner: with a plain `tenant_id = ?` SQLite
     # (no statistics) searched the tenant's index, reading all its contacts or conversations.
-    return select(model).where(
-        unindexed(model.tenant_id) == bindparam("b_tenant"),
-        model.integration_id == bindparam("b_integration"),
-        key.in_(bindparam("b_keys", expanding=True)),
+    return Prepared(
+        select(*table.columns).where(
+            unindexed(table.c.tenant_id) == bindparam("b_tenant"),
+            table.c.integration_id == bindparam("b_integration"),
+            table.c[key].in_(bindparam("b_keys", expanding=True)),
+        )
     )
 
 
-# Built once: constructing them per batch cost more than running them.
-_CONTACTS = _by_key_query(Contact, Contact.address)
-_CONVERSATIONS = _by_key_query(Conversation, Conversation.external_id)
+# Built once: constructing them per batch cost more than running them. Core rows made the
+# session's objects (`persistent`): the ORM's loading cost more than the queries.
+_CONTACTS = _by_key_query(Contact, "address")
+_CONVERSATIONS = _by_key_query(Conversation, "external_id")
+_MESSAGE_TABLE = cast(Table, Message.__table__)
 # The tenant is checked on the rows, not in SQL: with `tenant_id = ?` in the query, SQLite's
 # planner walked the tenant's whole message index instead of the unique (integration,
 # direction, provider id) one (an integration has one tenant anyway).
-_MESSAGES = select(Message).where(
-    Message.integration_id == bindparam("b_integration"),
-    Message.direction.in_(_DIRECTIONS),
-    Message.provider_message_id.in_(bindparam("b_ids", expanding=True)),
+_MESSAGES = Prepared(
+    select(*_MESSAGE_TABLE.columns).where(
+        _MESSAGE_TABLE.c.integration_id == bindparam("b_integration"),
+        _MESSAGE_TABLE.c.direction.in_(_DIRECTIONS),
+        _MESSAGE_TABLE.c.provider_message_id.in_(bindparam("b_ids", expanding=True)),
+    )
 )
+_MESSAGE_COLUMNS = _columns(Message)
 
 
 async def _by_key(
     session: AsyncSession,
-    query: Select[Row],
+    model: type[Row],
+    query: Prepared,
     key: str,
     tenant_id: str,
     integration_id: str,
@@ -116,11 +130,14 @@ async def _by_key(
 ) -> dict[Key, Row | None]:
     """The integration's rows whose `key` is wanted; None for each one not found."""
     found: dict[Key, Row | None] = {(integration_id, value): None for value in wanted}
+    columns = _columns(model)
     for chunk in _chunks(wanted):
-        rows = await session.scalars(
-            query, {"b_tenant": tenant_id, "b_integration": integration_id, "b_keys": chunk}
+        rows = await query.rows(
+            session, {"b_tenant": tenant_id, "b_integration": integration_id, "b_keys": chunk}
         )
-        found.update(((integration_id, getattr(row, key)), row) for row in rows)
+        found.update(
+            ((integration_id, getattr(row, key)), row) for row in persistent(session, model, columns, rows)
+        )
     return found
 
 
@@ -130,16 +147,18 @@ async def load_lookups(
     lookups = InboundLookups()
     for integration_id, want in _wanted(events).items():
         lookups.contacts.update(
-            await _by_key(session, _CONTACTS, "address", tenant_id, integration_id, want.contacts)
+            await _by_key(session, Contact, _CONTACTS, "address", tenant_id, integration_id, want.contacts)
         )
         lookups.conversations.update(
-            await _by_key(session, _CONVERSATIONS, "external_id", tenant_id, integration_id, want.chats)
+            await _by_key(
+                session, Conversation, _CONVERSATIONS, "external_id", tenant_id, integration_id, want.chats
+            )
         )
         for chunk in _chunks(want.messages):
             for provider_id in chunk:
                 lookups.messages[(integration_id, provider_id)] = []
-            rows_m = await session.scalars(_MESSAGES, {"b_integration": integration_id, "b_ids": chunk})
-            for message in rows_m:
+            rows = await _MESSAGES.rows(session, {"b_integration": integration_id, "b_ids": chunk})
+            for message in persistent(session, Message, _MESSAGE_COLUMNS, rows):
                 if message.tenant_id == tenant_id:
                     lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
     return lookups

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatgate.domain.errors import NotFound
 from chatgate.store.models import Integration
 from chatgate.store.pagination import Page
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
 
 _INTEGRATIONS = cast(Table, Integration.__table__)
-_COUNT_TRAFFIC = (
+_COUNT_TRAFFIC = Prepared(
     _INTEGRATIONS.update()
     .where(_INTEGRATIONS.c.tenant_id == bindparam("b_tenant"), _INTEGRATIONS.c.id == bindparam("b_id"))
     .values(
@@ -56,8 +57,8 @@ class IntegrationRepository(TenantScoped):
     ) -> None:
         # Core, built once: nothing in the session needs these columns refreshed, and matching
         # objects in it or building the statement cost more than running it.
-        await self.session.execute(
-            _COUNT_TRAFFIC,
+        await _COUNT_TRAFFIC.run(
+            self.session,
             {
                 "b_tenant": self.tenant_id,
                 "b_id": integration_id,

@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chatgate.domain.ids import new_id
 from chatgate.store.models import Job
+from chatgate.store.prepared import Prepared
 from chatgate.store.unindexed import unindexed
 
 _JOBS = cast(Table, Job.__table__)
@@ -127,6 +128,9 @@ FINISH = (
     .where(held_by_worker("b_finished"))
     .values(status="done", finished_at=bindparam("b_now"), lease_until=None, last_error=None)
 )
+_CLAIM_PREPARED = Prepared(CLAIM)
+_CLAIMED_PREPARED = Prepared(_CLAIMED)
+_FINISH_PREPARED = Prepared(FINISH)
 # Retry later (executemany): a job no longer held is left alone.
 RETRY = (
     _JOBS.update()
@@ -204,9 +208,12 @@ class JobStore:
         if not job_ids:
             return []
         params = {"b_claims": list(job_ids), "b_now": now, "b_until": now + lease, "b_worker": worker}
-        await self.session.execute(CLAIM, params)
-        rows = await self.session.execute(_CLAIMED, params)
-        return [ClaimedJob(r.id, r.tenant_id, r.subject_id, int(r.attempts)) for r in rows]
+        await _CLAIM_PREPARED.run(self.session, params)
+        rows = await _CLAIMED_PREPARED.rows(self.session, params)
+        return [
+            ClaimedJob(id_, tenant_id, subject_id, int(attempts))
+            for id_, tenant_id, subject_id, attempts in rows
+        ]
 
     async def renew(self, job_id: str, worker: str, now: datetime, lease: timedelta) -> bool:
         """Extend our lease on a job we still hold; False if it is no longer ours."""
@@ -222,10 +229,9 @@ class JobStore:
         """Close jobs we hold, in one statement; returns how many were still ours."""
         if not job_ids:
             return 0
-        result = await self.session.execute(
-            FINISH, {"b_finished": list(job_ids), "b_worker": worker, "b_now": now}
+        return await _FINISH_PREPARED.run(
+            self.session, {"b_finished": list(job_ids), "b_worker": worker, "b_now": now}
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def retry_many(self, items: Sequence[Reschedule], worker: str) -> None:
         """`retry_later` for many jobs in one executemany (a job no longer ours is left alone)."""

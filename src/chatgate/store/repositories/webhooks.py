@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 
 from chatgate.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from chatgate.store.pagination import Page
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
+from chatgate.store.transient import transient
 
 OPEN_STATUSES = ("pending", "failed")
 
@@ -25,9 +27,14 @@ class DeliveryPosition(Protocol):
     def event_row_id(self) -> int: ...
 
 
-# Every inbound batch asks; built once (building it cost more than running it).
-_ENABLED = select(WebhookEndpoint).where(
-    WebhookEndpoint.tenant_id == bindparam("b_tenant"), WebhookEndpoint.enabled.is_(True)
+# Every inbound batch asks; built once (building it cost more than running it), read as Core
+# rows (the ORM's loading cost more than the query): read-only objects, never in the session.
+_ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+_ENDPOINT_COLUMNS = tuple(column.key for column in _ENDPOINTS.columns)
+_ENABLED = Prepared(
+    select(*_ENDPOINTS.columns).where(
+        _ENDPOINTS.c.tenant_id == bindparam("b_tenant"), _ENDPOINTS.c.enabled.is_(True)
+    )
 )
 
 
@@ -39,7 +46,9 @@ class WebhookRepository(TenantScoped):
         return await self._page(self._select(WebhookEndpoint), WebhookEndpoint, cursor, limit)
 
     async def enabled_endpoints(self) -> list[WebhookEndpoint]:
-        return list((await self.session.execute(_ENABLED, {"b_tenant": self.tenant_id})).scalars())
+        """The tenant's enabled endpoints, to read (changes to them are not saved)."""
+        rows = await _ENABLED.rows(self.session, {"b_tenant": self.tenant_id})
+        return [transient(WebhookEndpoint, dict(zip(_ENDPOINT_COLUMNS, row, strict=True))) for row in rows]
 
     async def delivery(self, delivery_id: str) -> WebhookDelivery:
         return await self._get(WebhookDelivery, delivery_id, "webhook delivery")
