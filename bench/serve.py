@@ -201,6 +201,14 @@ def main() -> None:
     import os
 
     stalls = StallWatch() if os.environ.get("CHATGATE_BENCH_STALLS") else None
+    # CHATGATE_BENCH_CPROFILE=FILE: cProfile the whole server run (slows it ~2x: proportions only)
+    cprofile_out = os.environ.get("CHATGATE_BENCH_CPROFILE")
+    profiler = None
+    if cprofile_out:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -221,6 +229,9 @@ def main() -> None:
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
             print(f"BENCH_THREAD_CPU {thread_cpu()}", flush=True)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(cprofile_out)
             if stalls is not None:
                 print(stalls.summary(), flush=True)
             print(f"BENCH_GC {pauses.summary()}", flush=True)

@@ -92,7 +92,7 @@ async def test_a_handed_over_delivery_is_what_the_claim_would_read_and_needs_no_
                 "b_worker": worker.worker_id,
                 "b_until": lease_until,
             }
-            (row,) = (await session.execute(_READ, params)).all()
+            (row,) = await _READ.rows(session, params)
         read = _loaded(row)
         handed_over = item.preloaded
         assert (handed_over.job, handed_over.delivery) == (read.job, read.delivery)

@@ -46,6 +46,7 @@ from chatgate.services.inbound_processor import LeaseLost
 from chatgate.services.secret_cache import SecretCache
 from chatgate.store.db import Database
 from chatgate.store.models import Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.events import EventLog, NewEvent
 from chatgate.store.repositories.jobs import (
     CLAIM,
@@ -202,15 +203,17 @@ _WITH_ENDPOINT = _JOBS.outerjoin(_DELIVERIES, _JOB_DELIVERY).outerjoin(_ENDPOINT
 # - the jobs just claimed (b_claims, this lease) with all their deliveries need;
 # - the jobs whose outcomes are recorded (b_held) that are still ours, with the live state of
 #   their deliveries and endpoints (ids, attempts, failing_since) that the outcomes build on.
-_READ = union_all(
-    select(*_LOADED, *map(_null, _LIVE))
-    .select_from(_WITH_ENDPOINT.outerjoin(_EVENTS, _DELIVERY_EVENT))
-    .where(held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")),
-    select(*map(_ids_only, _LOADED), *_LIVE).select_from(_WITH_ENDPOINT).where(held_by_worker("b_held")),
+_READ = Prepared(
+    union_all(
+        select(*_LOADED, *map(_null, _LIVE))
+        .select_from(_WITH_ENDPOINT.outerjoin(_EVENTS, _DELIVERY_EVENT))
+        .where(held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")),
+        select(*map(_ids_only, _LOADED), *_LIVE).select_from(_WITH_ENDPOINT).where(held_by_worker("b_held")),
+    )
 )
 _BY_DELIVERY = and_(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c.tenant_id == bindparam("b_tenant"))
 # An attempt's result; `finished_at` is kept when b_finished is NULL (a failure to retry).
-_RECORD_ATTEMPT = (
+_RECORD_ATTEMPT = Prepared(
     _DELIVERIES.update()
     .where(_BY_DELIVERY)
     .values(
@@ -225,7 +228,7 @@ _RECORD_ATTEMPT = (
     )
 )
 # A delivery closed without an attempt (endpoint disabled or deleted, event not carried).
-_CLOSE = (
+_CLOSE = Prepared(
     _DELIVERIES.update()
     .where(_BY_DELIVERY)
     .values(
@@ -235,9 +238,9 @@ _CLOSE = (
         finished_at=bindparam("b_finished"),
     )
 )
-_INSERT_ATTEMPTS = insert(_ATTEMPTS)
+_INSERT_ATTEMPTS = Prepared(insert(_ATTEMPTS))
 # (`updated_at` follows by its onupdate, as it did when the ORM flushed this change)
-_SET_FAILING = (
+_SET_FAILING = Prepared(
     _ENDPOINTS.update().where(_ENDPOINTS.c.id == bindparam("b_id")).values(failing_since=bindparam("b_since"))
 )
 
@@ -457,10 +460,10 @@ class DeliveryWorker:
         """The turn's statements, in one greenlet; all of them unless an endpoint is disabled."""
         connection = session.connection()
         if params["b_claims"]:
-            connection.execute(CLAIM, params)
+            CLAIM.run_on(connection, params)
         read = _Read({}, {})
         held = set(params["b_held"])
-        for row in connection.execute(_READ, params):
+        for row in _READ.rows_on(connection, params):
             if row[0] in held:
                 read.live[row[0]] = _live(row)
             else:
@@ -665,13 +668,15 @@ class DeliveryWorker:
             if since != writes.failing_before[endpoint_id]
         ]
         if failing:
-            connection.execute(_SET_FAILING, failing)
+            _SET_FAILING.run_many_on(connection, failing)
         if writes.finished:
-            connection.execute(
-                FINISH, {"b_finished": writes.finished, "b_worker": self.worker_id, "b_now": now}
+            FINISH.run_on(
+                connection, {"b_finished": writes.finished, "b_worker": self.worker_id, "b_now": now}
             )
         if writes.later:
-            connection.execute(RETRY, [{**p, "b_worker": self.worker_id} for p in retry_params(writes.later)])
+            RETRY.run_many_on(
+                connection, [{**p, "b_worker": self.worker_id} for p in retry_params(writes.later)]
+            )
 
     async def refresh_depth(self) -> int:
         """Export how many deliveries wait per endpoint (a periodic job)."""
@@ -688,11 +693,11 @@ class DeliveryWorker:
 
 def _write_deliveries(connection: Connection, writes: _Writes) -> None:
     if writes.closed:
-        connection.execute(_CLOSE, writes.closed)
+        _CLOSE.run_many_on(connection, writes.closed)
     if writes.attempted:
-        connection.execute(_RECORD_ATTEMPT, writes.attempted)
+        _RECORD_ATTEMPT.run_many_on(connection, writes.attempted)
     if writes.attempts:
-        connection.execute(_INSERT_ATTEMPTS, writes.attempts)
+        _INSERT_ATTEMPTS.run_many_on(connection, writes.attempts)
 
 
 def _retry_after(result: HttpResult | None) -> float | None:

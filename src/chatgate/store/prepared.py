@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Delete, Insert, Select, Update
+from sqlalchemy import Column, CompoundSelect, Delete, Insert, Select, Update
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import SessionTransaction
@@ -34,7 +34,7 @@ from chatgate.store import sqlite_inline
 _CONNECTION_KEY = "chatgate.prepared.connection"
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 Processor = Callable[[Any], Any] | None
-Statement = Select[Any] | Insert | Update | Delete
+Statement = Select[Any] | CompoundSelect[Any] | Insert | Update | Delete
 
 
 class UnpreparableStatement(TypeError):
@@ -152,7 +152,8 @@ def _default_maker(column: Column[Any], generator: Any) -> Callable[[], Any]:
 
 
 class Prepared:
-    """A Core statement run through `rows`, `run` or `run_many` (see the module docstring)."""
+    """A Core statement run through `rows`, `run` or `run_many` in an `AsyncSession`, or their
+    `_on` forms on a sync `Connection` (inside `run_sync`); see the module docstring."""
 
     def __init__(self, statement: Statement) -> None:
         self.statement = statement
@@ -161,36 +162,73 @@ class Prepared:
     async def rows(self, session: AsyncSession, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows a SELECT (or a statement with RETURNING) gives, as tuples."""
         inline = await _Inline.of(session)
-        plan = self._plan(inline, values)
-        if inline is None or plan is None or plan.has_empty_list(values):
+        found = None if inline is None else self._rows(inline, values)
+        if found is None:
             return [tuple(row) for row in await session.execute(self.statement, values)]
-        cursor = inline.execute(plan.sql_for(values), plan.bind(values), many=False)
-        return plan.convert(cursor.fetchall())
+        return found
 
     async def run(self, session: AsyncSession, values: Mapping[str, Any]) -> int:
         """Execute once; the number of rows it matched."""
         inline = await _Inline.of(session)
-        plan = self._plan(inline, values)
-        if inline is None or plan is None or plan.has_empty_list(values):
+        count = None if inline is None else self._run(inline, values)
+        if count is None:
             return int(getattr(await session.execute(self.statement, values), "rowcount", 0))
-        return int(inline.execute(plan.sql_for(values), plan.bind(values), many=False).rowcount)
+        return count
 
     async def run_many(self, session: AsyncSession, many: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (executemany). Every set has the same keys."""
         if not many:
             return
         inline = await _Inline.of(session)
-        plan = self._plan(inline, many[0])
-        if inline is None or plan is None:
+        if inline is None:
             await session.execute(self.statement, list(many))
             return
+        self._run_many(inline, many)
+
+    def rows_on(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """`rows` on a sync connection."""
+        inline = _Inline.on(connection)
+        found = None if inline is None else self._rows(inline, values)
+        return [tuple(row) for row in connection.execute(self.statement, values)] if found is None else found
+
+    def run_on(self, connection: Connection, values: Mapping[str, Any]) -> int:
+        """`run` on a sync connection."""
+        inline = _Inline.on(connection)
+        count = None if inline is None else self._run(inline, values)
+        if count is None:
+            return int(getattr(connection.execute(self.statement, values), "rowcount", 0))
+        return count
+
+    def run_many_on(self, connection: Connection, many: Sequence[Mapping[str, Any]]) -> None:
+        """`run_many` on a sync connection."""
+        if not many:
+            return
+        inline = _Inline.on(connection)
+        if inline is None:
+            connection.execute(self.statement, list(many))
+            return
+        self._run_many(inline, many)
+
+    def _rows(self, inline: _Inline, values: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
+        """None: left to SQLAlchemy (an empty IN list)."""
+        plan = self._plan(inline, values)
+        if plan.has_empty_list(values):
+            return None
+        return plan.convert(inline.execute(plan.sql_for(values), plan.bind(values), many=False).fetchall())
+
+    def _run(self, inline: _Inline, values: Mapping[str, Any]) -> int | None:
+        plan = self._plan(inline, values)
+        if plan.has_empty_list(values):
+            return None
+        return int(inline.execute(plan.sql_for(values), plan.bind(values), many=False).rowcount)
+
+    def _run_many(self, inline: _Inline, many: Sequence[Mapping[str, Any]]) -> None:
+        plan = self._plan(inline, many[0])
         if plan.expands:
             raise UnpreparableStatement("expanding IN lists cannot be executed many")
         inline.execute(plan.sql, [plan.bind(values) for values in many], many=True)
 
-    def _plan(self, inline: _Inline | None, values: Mapping[str, Any]) -> _SqlitePlan | None:
-        if inline is None:
-            return None
+    def _plan(self, inline: _Inline, values: Mapping[str, Any]) -> _SqlitePlan:
         # An INSERT's columns are the keys given (as with SQLAlchemy's executemany).
         keys = tuple(values) if isinstance(self.statement, Insert) else None
         cache_key = (id(inline.dialect), keys)
@@ -202,12 +240,21 @@ class Prepared:
 
 @dataclass(frozen=True, slots=True)
 class _Inline:
-    """A session's connection on the inline SQLite engine, for its current transaction."""
+    """A connection on the inline SQLite engine, with its sqlite3 connection."""
 
-    transaction: SessionTransaction
     connection: Connection
     raw: sqlite3.Connection
     dialect: sqlite_inline.SQLiteDialect_chatgate_inline
+    transaction: SessionTransaction | None = None  # the session's, when kept with a session
+
+    @staticmethod
+    def on(connection: Connection) -> _Inline | None:
+        dialect = connection.dialect
+        if not isinstance(dialect, sqlite_inline.SQLiteDialect_chatgate_inline):
+            return None
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        return _Inline(connection, raw, dialect)
 
     @staticmethod
     async def of(session: AsyncSession) -> _Inline | None:
@@ -218,15 +265,18 @@ class _Inline:
             return None
         transaction = session.sync_session.get_transaction()
         cached: _Inline | None = session.info.get(_CONNECTION_KEY)
-        if cached is not None and cached.transaction is transaction and cached.transaction.is_active:
+        if (
+            cached is not None
+            and cached.transaction is transaction
+            and transaction is not None
+            and transaction.is_active
+        ):
             return cached
         connection = (await session.connection()).sync_connection
-        transaction = session.sync_session.get_transaction()
         assert connection is not None
-        assert transaction is not None
-        raw = connection.connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)
-        inline = _Inline(transaction, connection, raw, bind.dialect)
+        found = _Inline.on(connection)
+        assert found is not None
+        inline = _Inline(found.connection, found.raw, found.dialect, session.sync_session.get_transaction())
         session.info[_CONNECTION_KEY] = inline
         return inline
 

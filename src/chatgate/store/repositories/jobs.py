@@ -103,7 +103,7 @@ def held_by_worker(ids: str) -> ColumnElement[bool]:
 
 # Prebuilt statements (built once, not per batch), shared by JobStore and the delivery worker.
 # Claim: due pending jobs in b_claims, and running ones whose lease expired.
-CLAIM = (
+CLAIM = Prepared(
     _JOBS.update()
     .where(
         _JOBS.c.id.in_(bindparam("b_claims", expanding=True)),
@@ -119,20 +119,19 @@ CLAIM = (
         attempts=_JOBS.c.attempts + 1,
     )
 )
-_CLAIMED = select(_JOBS.c.id, _JOBS.c.tenant_id, _JOBS.c.subject_id, _JOBS.c.attempts).where(
-    held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")
+_CLAIMED = Prepared(
+    select(_JOBS.c.id, _JOBS.c.tenant_id, _JOBS.c.subject_id, _JOBS.c.attempts).where(
+        held_by_worker("b_claims"), _JOBS.c.lease_until == bindparam("b_until")
+    )
 )
 # Finish: the jobs in b_finished still held.
-FINISH = (
+FINISH = Prepared(
     _JOBS.update()
     .where(held_by_worker("b_finished"))
     .values(status="done", finished_at=bindparam("b_now"), lease_until=None, last_error=None)
 )
-_CLAIM_PREPARED = Prepared(CLAIM)
-_CLAIMED_PREPARED = Prepared(_CLAIMED)
-_FINISH_PREPARED = Prepared(FINISH)
 # Retry later (executemany): a job no longer held is left alone.
-RETRY = (
+RETRY = Prepared(
     _JOBS.update()
     .where(
         _JOBS.c.id == bindparam("b_id"),
@@ -208,8 +207,8 @@ class JobStore:
         if not job_ids:
             return []
         params = {"b_claims": list(job_ids), "b_now": now, "b_until": now + lease, "b_worker": worker}
-        await _CLAIM_PREPARED.run(self.session, params)
-        rows = await _CLAIMED_PREPARED.rows(self.session, params)
+        await CLAIM.run(self.session, params)
+        rows = await _CLAIMED.rows(self.session, params)
         return [
             ClaimedJob(id_, tenant_id, subject_id, int(attempts))
             for id_, tenant_id, subject_id, attempts in rows
@@ -229,15 +228,13 @@ class JobStore:
         """Close jobs we hold, in one statement; returns how many were still ours."""
         if not job_ids:
             return 0
-        return await _FINISH_PREPARED.run(
-            self.session, {"b_finished": list(job_ids), "b_worker": worker, "b_now": now}
-        )
+        return await FINISH.run(self.session, {"b_finished": list(job_ids), "b_worker": worker, "b_now": now})
 
     async def retry_many(self, items: Sequence[Reschedule], worker: str) -> None:
         """`retry_later` for many jobs in one executemany (a job no longer ours is left alone)."""
         if not items:
             return
-        await self.session.execute(RETRY, [{**p, "b_worker": worker} for p in retry_params(items)])
+        await RETRY.run_many(self.session, [{**p, "b_worker": worker} for p in retry_params(items)])
 
     async def claimed(self, job_id: str, worker: str) -> Job | None:
         """The job, if this worker still holds it (re-read inside the effect transaction)."""
