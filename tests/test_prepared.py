@@ -94,11 +94,23 @@ async def test_rows_are_what_sqlalchemy_reads(api: Api) -> None:
         assert conversation_id == ("cnv_x" if sequence % 2 else None)
 
 
-async def test_an_empty_in_list_matches_nothing(api: Api) -> None:
+async def test_an_empty_in_list_matches_nothing_and_an_empty_not_in_list_everything(api: Api) -> None:
     tenant = await api.tenant()
+    now = datetime.now(UTC)
+    not_in = Prepared(
+        select(_EVENTS.c.sequence)
+        .where(
+            _EVENTS.c.tenant_id == bindparam("b_tenant"),
+            _EVENTS.c.sequence.not_in(bindparam("b_seq", expanding=True)),
+        )
+        .order_by(_EVENTS.c.sequence)
+    )
     async with api.container.db.transaction() as session:
+        await INSERT_EVENTS.run_many(session, [event_row(tenant.id, n, now) for n in (1, 2)])
         assert await EVENTS_OF.rows(session, {"b_tenant": tenant.id, "b_seq": []}) == []
-        assert await START.run(session, {"b_ids": [], "b_until": datetime.now(UTC)}) == 0
+        assert await START.run(session, {"b_ids": [], "b_until": now}) == 0
+        assert await not_in.rows(session, {"b_tenant": tenant.id, "b_seq": []}) == [(1,), (2,)]
+        assert await not_in.rows(session, {"b_tenant": tenant.id, "b_seq": [2]}) == [(1,)]
 
 
 async def test_updates_count_the_rows_they_matched_and_literals_are_bound(api: Api) -> None:

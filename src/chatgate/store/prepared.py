@@ -76,6 +76,8 @@ class _SqlitePlan:
         )
         self.expands = any(p.expanding for p in self.params)
         self.sql = compiled.string
+        if self.sql.count("__[POSTCOMPILE_") != len(_POSTCOMPILE.findall(self.sql)):
+            raise UnpreparableStatement(f"an IN list rendered with a bind expression: {self.sql[:200]}")
         self._expanded: dict[tuple[int, ...], str] = {}
         self.result_processors: tuple[Processor, ...] = tuple(
             type_.dialect_impl(dialect).result_processor(dialect, None)
@@ -101,7 +103,9 @@ class _SqlitePlan:
         return _Param(name, processor, bind.expanding, default, constant, bind.value)
 
     def sql_for(self, values: Mapping[str, Any]) -> str:
-        """The SQL, its IN lists expanded to as many placeholders as the values have items."""
+        """The SQL, its IN lists expanded to as many placeholders as the values have items (an
+        empty list stays empty: SQLite's `x IN ()` is false and `x NOT IN ()` true, the
+        answers SQLAlchemy's empty-set rendering gives)."""
         if not self.expands:
             return self.sql
         sizes = {p.name: len(p.value_in(values)) for p in self.params if p.expanding}
@@ -111,10 +115,6 @@ class _SqlitePlan:
             sql = _POSTCOMPILE.sub(lambda m: ", ".join("?" * sizes[m.group(1)]), self.sql)
             self._expanded[lengths] = sql
         return sql
-
-    def has_empty_list(self, values: Mapping[str, Any]) -> bool:
-        """SQLAlchemy renders an empty IN list as an empty set; such a call is left to it."""
-        return self.expands and any(p.expanding and not p.value_in(values) for p in self.params)
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The positional parameters, as a tuple (the shape SQLAlchemy gives cursor listeners)."""
@@ -162,18 +162,16 @@ class Prepared:
     async def rows(self, session: AsyncSession, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows a SELECT (or a statement with RETURNING) gives, as tuples."""
         inline = await _Inline.of(session)
-        found = None if inline is None else self._rows(inline, values)
-        if found is None:
+        if inline is None:
             return [tuple(row) for row in await session.execute(self.statement, values)]
-        return found
+        return self._rows(inline, values)
 
     async def run(self, session: AsyncSession, values: Mapping[str, Any]) -> int:
         """Execute once; the number of rows it matched."""
         inline = await _Inline.of(session)
-        count = None if inline is None else self._run(inline, values)
-        if count is None:
+        if inline is None:
             return int(getattr(await session.execute(self.statement, values), "rowcount", 0))
-        return count
+        return self._run(inline, values)
 
     async def run_many(self, session: AsyncSession, many: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (executemany). Every set has the same keys."""
@@ -188,16 +186,16 @@ class Prepared:
     def rows_on(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """`rows` on a sync connection."""
         inline = _Inline.on(connection)
-        found = None if inline is None else self._rows(inline, values)
-        return [tuple(row) for row in connection.execute(self.statement, values)] if found is None else found
+        if inline is None:
+            return [tuple(row) for row in connection.execute(self.statement, values)]
+        return self._rows(inline, values)
 
     def run_on(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """`run` on a sync connection."""
         inline = _Inline.on(connection)
-        count = None if inline is None else self._run(inline, values)
-        if count is None:
+        if inline is None:
             return int(getattr(connection.execute(self.statement, values), "rowcount", 0))
-        return count
+        return self._run(inline, values)
 
     def run_many_on(self, connection: Connection, many: Sequence[Mapping[str, Any]]) -> None:
         """`run_many` on a sync connection."""
@@ -209,17 +207,12 @@ class Prepared:
             return
         self._run_many(inline, many)
 
-    def _rows(self, inline: _Inline, values: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
-        """None: left to SQLAlchemy (an empty IN list)."""
+    def _rows(self, inline: _Inline, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         plan = self._plan(inline, values)
-        if plan.has_empty_list(values):
-            return None
         return plan.convert(inline.execute(plan.sql_for(values), plan.bind(values), many=False).fetchall())
 
-    def _run(self, inline: _Inline, values: Mapping[str, Any]) -> int | None:
+    def _run(self, inline: _Inline, values: Mapping[str, Any]) -> int:
         plan = self._plan(inline, values)
-        if plan.has_empty_list(values):
-            return None
         return int(inline.execute(plan.sql_for(values), plan.bind(values), many=False).rowcount)
 
     def _run_many(self, inline: _Inline, many: Sequence[Mapping[str, Any]]) -> None:
