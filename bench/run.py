@@ -258,6 +258,7 @@ def profile_during(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
             "--rate",
             "200",
             *(["--idle"] if os.environ.get("CHATGATE_BENCH_PROFILE_IDLE") else []),  # waits too
+            *(["--gil"] if os.environ.get("CHATGATE_BENCH_PROFILE_GIL") else []),  # GIL holders only
             "--format",
             "raw",
             "--output",
@@ -792,13 +793,13 @@ def e2e_round(args: argparse.Namespace, work: Path, report: Report, index: int) 
         if args.profile and index == 0:
             args.profile.mkdir(parents=True, exist_ok=True)
             profiler = profile_during(proc.pid, args.e2e_duration, args.profile / "e2e.txt")
-        cpu0 = _cpu(proc.pid)
+        cpu0, loop_cpu0 = _cpu(proc.pid), _loop_cpu(proc.pid)
         res = asyncio.run(
             e2e_load(
                 port, setup["inbound_path"], db_file, args.e2e_rate, args.e2e_duration, "e2e", args.e2e_drain
             )
         )
-        cpu = _cpu(proc.pid) - cpu0
+        cpu, loop_cpu = _cpu(proc.pid) - cpu0, _loop_cpu(proc.pid) - loop_cpu0
         if profiler is not None:
             profiler.wait(60)
         # the tenant's receiver: whatever the drain time left (at least 3 s more)
@@ -852,6 +853,7 @@ def e2e_round(args: argparse.Namespace, work: Path, report: Report, index: int) 
         "received_s": {"p50": pct(received, 50), "p99": pct(received, 99)},
         "received_to_processed_s": {"p50": pct(processed, 50), "p99": pct(processed, 99)},
         "server_cpu_cores": cpu / max(res["wall"], 1e-9),
+        "loop_cpu_cores": loop_cpu / max(res["wall"], 1e-9),
         "processed_per_second": capacity,
     }
     p99 = pct(webhook, 99)
@@ -891,7 +893,8 @@ def e2e_round(args: argparse.Namespace, work: Path, report: Report, index: int) 
         "e2e",
         "  sent / 200 / errors / not visible / not delivered",
         f"{res['count']:,} / {len(ok):,} / {errors:,} / {missing:,} / {undelivered:,}",
-        f"server CPU {cpu / max(res['wall'], 1e-9):.2f} cores",
+        f"server CPU {cpu / max(res['wall'], 1e-9):.2f} cores (event loop thread "
+        f"{loop_cpu / max(res['wall'], 1e-9):.2f})",
     )
     report.notes.append(
         f"e2e latency is measured from each request's scheduled send time (open loop, "

@@ -170,6 +170,7 @@ def thread_cpu() -> str:
 
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
+    system = 0.0
     for task in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{task}/stat") as stat, open(f"/proc/self/task/{task}/comm") as comm:
@@ -178,7 +179,11 @@ def thread_cpu() -> str:
         except OSError:
             continue
         found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return " ".join(f"{name}={seconds:.1f}" for name, seconds in sorted(found.items(), key=lambda kv: -kv[1]))
+        if name == "main":
+            system = int(fields[12]) / tick
+    return " ".join(
+        f"{name}={seconds:.1f}" for name, seconds in sorted(found.items(), key=lambda kv: -kv[1])
+    ) + f" (main in the kernel: {system:.1f})"
 
 
 def main() -> None:

@@ -78,6 +78,45 @@ async def test_group_batcher_runs_concurrent_calls_together_and_keeps_errors_apa
     assert not failing.running
 
 
+async def test_items_that_may_wait_linger_together_until_one_that_may_not_arrives() -> None:
+    """Bookkeeping (even numbers here) waits up to the linger for company; an item that may not
+    wait (odd) ends the wait at once and runs with whatever has gathered."""
+    batches: list[tuple[float, list[int]]] = []
+    started = time.perf_counter()
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        batches.append((time.perf_counter() - started, items))
+        results: list[int | BaseException] = list(items)
+        return results
+
+    linger = 0.3
+    batcher: GroupBatcher[int, int] = GroupBatcher(
+        "linger", run, linger=linger, may_wait=lambda item: item % 2 == 0
+    )
+    first = [asyncio.create_task(batcher.submit(i)) for i in (0, 2)]
+    await asyncio.sleep(0.05)
+    first.append(asyncio.create_task(batcher.submit(4)))  # joins the lingering batch
+    assert await asyncio.gather(*first) == [0, 2, 4]
+    assert batches[0][1] == [0, 2, 4]
+    assert batches[0][0] >= linger * 0.9  # it waited the linger out
+
+    batches.clear()
+    started = time.perf_counter()
+    waiting = asyncio.create_task(batcher.submit(6))
+    await asyncio.sleep(0.05)
+    assert not batches  # still lingering
+    assert await batcher.submit(7) == 7  # may not wait: ends the linger
+    assert await waiting == 6
+    assert batches[0][1] == [6, 7]
+    assert batches[0][0] < linger / 2
+
+    plain: GroupBatcher[int, int] = GroupBatcher("plain", run)  # no linger: runs at once
+    batches.clear()
+    started = time.perf_counter()
+    assert await plain.submit(8) == 8
+    assert batches[0][0] < linger / 2
+
+
 @pytest.mark.parametrize(
     "limit", [paced(20), paced(100), Limit(30, 3), Limit(80, 8), Limit(1, 3), Limit(200, 50), Limit(10, 10)]
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -157,6 +158,31 @@ async def test_a_receiver_down_for_two_hours_gets_everything_in_order(
         }
         assert len(first_ids) == 1  # retries of one event keep one webhook-id
         await settled(api, tenant, created["id"], 3)
+
+
+async def test_outcomes_are_recorded_together_after_the_linger_but_ordered_ones_at_once(
+    settings_factory: Callable[..., Settings], site: Receiver
+) -> None:
+    """Recording outcomes is bookkeeping and waits to be grouped (the receiver is never kept
+    waiting); an endpoint ordered per conversation has its outcome recorded at once, since the
+    conversation's next delivery waits for it."""
+    linger = 1.0
+    async with running_api(settings_factory(delivery_record_linger_ms=linger * 1000)) as api:
+        for ordering, path in (("none", "/grouped"), ("conversation", "/ordered")):
+            tenant = await api.tenant()
+            created = await endpoint(
+                api, tenant, site.url + path, event_types=["message.received"], ordering=ordering
+            )
+            integration = await webhook_integration(api, tenant)
+            await inbound(api, tenant, integration, 1, chat=f"chat{path.strip('/')}")
+            await eventually(lambda: len(received_texts(site, path)) == 1)  # noqa: B023
+            received = time.perf_counter()
+            await settled(api, tenant, created["id"], 1)
+            recorded_after = time.perf_counter() - received
+            if ordering == "none":
+                assert recorded_after >= linger * 0.5, recorded_after
+            else:
+                assert recorded_after < linger * 0.5, recorded_after
 
 
 async def test_410_disables_the_endpoint_and_tells_the_tenant(api: Api, site: Receiver) -> None:

@@ -308,6 +308,7 @@ class Container:
                 disable_after=timedelta(days=s.webhook_disable_after_days),
             ),
             lease=lease,
+            record_linger=s.delivery_record_linger_ms / 1000,
         )
         self.send_worker = SendWorker(
             self.db,

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
             "its tenant's events (fewer, larger batches cost less per event; 0 turns it off)"
         ),
     )
+    delivery_record_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description=(
+            "How long recording webhook delivery outcomes (a bookkeeping transaction) waits to "
+            "gather more of them; claims, and endpoints ordered per conversation, never wait "
+            "(0 turns it off)"
+        ),
+    )
     sweeper_interval_seconds: float = Field(1.0, gt=0, le=60)
     redispatch_after_seconds: float = Field(
         30.0, ge=1, description="Re-publish a due job not picked up by then"

@@ -354,6 +354,7 @@ class DeliveryWorker:
         *,
         lease: timedelta = timedelta(seconds=60),
         secret_ttl: float = 60.0,
+        record_linger: float = 0.0,
     ) -> None:
         self.db = db
         self.box = box
@@ -365,7 +366,12 @@ class DeliveryWorker:
         self.worker_id = worker_id
         self.policy = policy
         self.lease = lease
-        self._turns: GroupBatcher[_Request, _Loaded | None] = GroupBatcher("deliver-turns", self._turn)
+        # Outcomes wait up to `record_linger` to be recorded together (one transaction for more
+        # of them); claims wait for nothing, nor do outcomes for endpoints ordered per
+        # conversation (the next delivery of the conversation waits for this one's record).
+        self._turns: GroupBatcher[_Request, _Loaded | None] = GroupBatcher(
+            "deliver-turns", self._turn, linger=record_linger, may_wait=_may_wait
+        )
         self._secrets = SecretCache(secret_ttl)
 
     async def handle(self, item: QueueItem) -> None:
@@ -689,6 +695,12 @@ class DeliveryWorker:
         for endpoint_id, count in counts.items():
             self.metrics.queue_depth.labels(endpoint_id).set(count)
         return sum(counts.values())
+
+
+def _may_wait(request: _Request) -> bool:
+    if isinstance(request, str):
+        return False  # a claim: a delivery waits for it
+    return not (isinstance(request, _Attempted) and request.endpoint.ordering == "conversation")
 
 
 def _write_deliveries(connection: Connection, writes: _Writes) -> None:

@@ -6,6 +6,10 @@ batches grow to `max_batch`, so one transaction (one fsync) serves many callers.
 
 `run` returns one result per item, in order: a value, or an exception for that caller alone.
 If `run` itself raises, every caller of that batch gets the exception.
+
+With `linger`, a batch whose items all `may_wait` (bookkeeping nobody is waiting on, such as
+recording delivery outcomes) waits that long for more before it runs: fewer, larger batches
+cost less per item. An item that may not wait, arriving meanwhile, ends the wait at once.
 """
 
 from __future__ import annotations
@@ -24,12 +28,23 @@ BatchRun = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
 class GroupBatcher(Generic[T, R]):
-    def __init__(self, name: str, run: BatchRun[T, R], *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        name: str,
+        run: BatchRun[T, R],
+        *,
+        max_batch: int = 256,
+        linger: float = 0.0,
+        may_wait: Callable[[T], bool] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.name = name
         self._run = run
         self.max_batch = max_batch
+        self.linger = linger if may_wait is not None else 0.0
+        self.may_wait = may_wait
+        self._hurry = asyncio.Event()  # set: an item that may not wait has arrived
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0  # how many `run` calls so far (for tests and metrics)
@@ -43,6 +58,8 @@ class GroupBatcher(Generic[T, R]):
         """Add `item` to the next batch; the future resolves when its batch has run."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        if self.linger and self.may_wait is not None and not self.may_wait(item):
+            self._hurry.set()
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain(), name=f"{self.name}-batch")
         return future
@@ -52,9 +69,22 @@ class GroupBatcher(Generic[T, R]):
         while self._drainer is not None:
             await asyncio.wait([self._drainer])
 
+    async def _maybe_linger(self) -> None:
+        if not self.linger or len(self._pending) >= self.max_batch:
+            return
+        assert self.may_wait is not None
+        if not all(self.may_wait(item) for item, _ in self._pending):
+            return
+        self._hurry.clear()
+        try:
+            await asyncio.wait_for(self._hurry.wait(), self.linger)
+        except TimeoutError:
+            pass
+
     async def _drain(self) -> None:
         try:
             while self._pending:
+                await self._maybe_linger()
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 self.batches += 1
