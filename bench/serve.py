@@ -211,8 +211,9 @@ def main() -> None:
     profiler = None
     if cprofile_out:
         import cProfile
+        import time
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)  # CPU of the loop thread, not waits
         profiler.enable()
     config = uvicorn.Config(
         app,
