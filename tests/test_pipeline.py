@@ -362,6 +362,15 @@ async def process_as_one_batch(
     api: Api, tenant: TenantHandle, integration: dict[str, Any], bodies: list[dict[str, Any]], tag: str
 ) -> None:
     """Store `bodies` as raw events and process them in one batch (not the running workers)."""
+    await api.container.inbound_processor.handle_batch(
+        await stored_unprocessed(api, tenant, integration, bodies, tag)
+    )
+
+
+async def stored_unprocessed(
+    api: Api, tenant: TenantHandle, integration: dict[str, Any], bodies: list[dict[str, Any]], tag: str
+) -> list[Any]:
+    """Store `bodies` as raw events; their queue items, kept from the running workers."""
     from chatgate.workers.queue import QueueItem
 
     container = api.container
@@ -386,7 +395,71 @@ async def process_as_one_batch(
         await eventually(lambda: len(captured) == len(bodies))  # published by a task after commit
     finally:
         container.ingest.publish = working_publish
-    await container.inbound_processor.handle_batch(captured)
+    return captured
+
+
+async def test_a_sqlite_batch_claims_without_a_claim_update_and_leaves_held_jobs_alone(
+    sqlite_api: Api,
+) -> None:
+    """On SQLite the batch's claim and finish share one write transaction, so the claim is a read:
+    the jobs go from pending to done (the attempt counted, the worker named) without a `running`
+    UPDATE; a job another worker holds is skipped, one whose lease ran out is taken over."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event, update
+
+    from chatgate.store.models import Job
+
+    api = sqlite_api
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("c")
+    bodies = [message_payload(f"m{n}", message_id=f"{tag}-{n}", chat=f"chat-{tag}") for n in range(4)]
+    items = await stored_unprocessed(api, tenant, integration, bodies, tag)
+    held, expired = items[1].job_id, items[2].job_id
+    now = datetime.now(UTC)
+    async with api.container.db.transaction() as session:
+        for job_id, until in ((held, now + timedelta(minutes=1)), (expired, now - timedelta(seconds=1))):
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(status="running", leased_by="other", lease_until=until, attempts=1)
+            )
+    updates: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("UPDATE jobs"):
+            updates.append(statement)
+
+    engine = api.container.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await api.container.inbound_processor.handle_batch(items)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(updates) == 1, updates  # the finish only
+    async with api.container.db.sessions() as session:
+        jobs = {
+            job.id: job
+            for job in (
+                await session.execute(select(Job).where(Job.id.in_([i.job_id for i in items])))
+            ).scalars()
+        }
+        raws = {
+            raw.provider_event_id: raw.status
+            for raw in (
+                await session.execute(select(RawEvent).where(RawEvent.provider_event_id.like(f"{tag}-%")))
+            ).scalars()
+        }
+    worker = api.container.inbound_processor.worker_id
+    for item in items:
+        job = jobs[item.job_id]
+        if item.job_id == held:
+            assert (job.status, job.leased_by, job.attempts) == ("running", "other", 1)
+        else:
+            assert (job.status, job.leased_by, job.finished_at is not None) == ("done", worker, True)
+            assert job.attempts == (2 if item.job_id == expired else 1)
+    assert raws == {f"{tag}-event-{n}": "pending" if n == 1 else "processed" for n in range(4)}
 
 
 async def test_a_later_batch_changes_the_rows_it_read(api: Api) -> None:

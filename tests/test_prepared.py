@@ -259,3 +259,9 @@ async def test_a_default_that_needs_the_execution_context_is_refused(sqlite_api:
     async with sqlite_api.container.db.transaction() as session:
         with pytest.raises(UnpreparableStatement, match="label"):
             await Prepared(table.insert()).run_many(session, [{"id": 1}])
+
+
+async def test_a_missing_value_is_named(sqlite_api: Api) -> None:
+    async with sqlite_api.container.db.transaction() as session:
+        with pytest.raises(KeyError, match="b_n"):
+            await COUNT.run(session, {"b_id": "int_x"})  # b_n left out

@@ -59,6 +59,22 @@ async def test_claiming_jobs_by_id_uses_the_primary_key(sqlite_api: Api) -> None
     assert "MULTI-INDEX OR" not in found, found
 
 
+async def test_reading_and_finishing_claimable_jobs_use_the_primary_key(sqlite_api: Api) -> None:
+    """The SQLite batch's claim as a read, and its finish (JobStore.claimable_plain)."""
+    ids = [f"job_{i}" for i in range(50)]
+    with captured(sqlite_api, "SELECT JOBS") as reads, captured(sqlite_api, "UPDATE JOBS") as writes:
+        async with sqlite_api.container.db.transaction() as session:
+            store = JobStore(session)
+            await store.claimable_plain(ids, datetime.now(UTC))
+            await store.finish_claimable(ids, "w", datetime.now(UTC))
+    assert len(reads) == 1
+    assert len(writes) == 1
+    for statement in (reads[0], writes[0]):
+        found = await plan(sqlite_api, *statement)
+        assert "sqlite_autoindex_jobs_1 (id=?)" in found, found
+        assert "MULTI-INDEX OR" not in found, found
+
+
 async def test_message_lookups_by_provider_id_use_the_unique_index(sqlite_api: Api) -> None:
     tenant = await sqlite_api.tenant()
     integration = await webhook_integration(sqlite_api, tenant)

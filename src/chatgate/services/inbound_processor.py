@@ -129,9 +129,10 @@ class InboundProcessor:
         """Items all belong to one tenant (the fair scheduler groups them)."""
         ids = [i.job_id for i in items]
         if self.db.dialect == "sqlite":
-            # One writer at a time: the claim can share the batch's transaction (one commit, so
-            # one fsync, less per batch). Should the batch fail, the claim rolls back with it and
-            # is made again on its own, so the attempt still counts.
+            # One writer at a time: the claim shares the batch's transaction (one commit less per
+            # batch), and is no statement of its own: the batch reads its claimable jobs and
+            # finishes them (JobStore.claimable_plain). Should the batch fail, it all rolls back
+            # and the jobs are claimed on their own, so the attempt still counts.
             try:
                 await self._process([], claim=ids)
             except LeaseLost:
@@ -184,7 +185,8 @@ class InboundProcessor:
         now = self.clock()
         async with self.db.transaction() as session:
             if claim:
-                claimed = await JobStore(session).claim_plain(claim, self.worker_id, now, self.lease)
+                # SQLite: the claim and the finish share this transaction (see claimable_plain).
+                claimed = await JobStore(session).claimable_plain(claim, now)
                 jobs = sorted(claimed, key=lambda job: job.id)  # ULIDs: the order received in
                 if not jobs:
                     return
@@ -223,7 +225,12 @@ class InboundProcessor:
             for integration_id, count in received.items():
                 await integrations.count_traffic(integration_id, received=count, at=now)
             pending = await self.fanout.in_transaction(session, tenant_id, stored, now)
-            if await store.finish_many([job.id for job in jobs], self.worker_id, now) != len(jobs):
+            ids = [job.id for job in jobs]
+            if claim:
+                finished = await store.finish_claimable(ids, self.worker_id, now)
+            else:
+                finished = await store.finish_many(ids, self.worker_id, now)
+            if finished != len(jobs):
                 raise LeaseLost
         await self.fanout.after_commit(pending)
 

@@ -20,6 +20,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Column, CompoundSelect, Delete, Insert, Select, Update
@@ -75,6 +76,18 @@ class _SqlitePlan:
             for name in compiled.positiontup
         )
         self.expands = any(p.expanding for p in self.params)
+        # Every value from the caller's mapping (an INSERT's rows, most UPDATEs' sets): bound by
+        # one itemgetter call, converting only the columns whose type has a processor.
+        self._all_given = bool(self.params) and not any(
+            p.expanding or p.constant or p.default is not None for p in self.params
+        )
+        names = [p.name for p in self.params]
+        self._take: Callable[[Mapping[str, Any]], Any] = (
+            itemgetter(*names) if len(names) > 1 else lambda values: tuple(values[n] for n in names)
+        )
+        self._converted = tuple(
+            (i, p.processor) for i, p in enumerate(self.params) if p.processor is not None
+        )
         self.sql = compiled.string
         if self.sql.count("__[POSTCOMPILE_") != len(_POSTCOMPILE.findall(self.sql)):
             raise UnpreparableStatement(f"an IN list rendered with a bind expression: {self.sql[:200]}")
@@ -118,6 +131,14 @@ class _SqlitePlan:
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The positional parameters, as a tuple (the shape SQLAlchemy gives cursor listeners)."""
+        if self._all_given:
+            try:
+                taken = list(self._take(values))
+            except KeyError as missing:
+                raise KeyError(f"no value for bound parameter {missing.args[0]!r}") from None
+            for index, process in self._converted:
+                taken[index] = process(taken[index])
+            return tuple(taken)
         bound: list[Any] = []
         for param in self.params:
             value = param.value_in(values)

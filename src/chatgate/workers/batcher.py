@@ -15,6 +15,7 @@ cost less per item. An item that may not wait, arriving meanwhile, ends the wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -76,10 +77,8 @@ class GroupBatcher(Generic[T, R]):
         if not all(self.may_wait(item) for item, _ in self._pending):
             return
         self._hurry.clear()
-        try:
+        with contextlib.suppress(TimeoutError):  # the linger ran out: the usual way
             await asyncio.wait_for(self._hurry.wait(), self.linger)
-        except TimeoutError:
-            pass
 
     async def _drain(self) -> None:
         try:

@@ -101,17 +101,23 @@ def held_by_worker(ids: str) -> ColumnElement[bool]:
     )
 
 
-# Prebuilt statements (built once, not per batch), shared by JobStore and the delivery worker.
-# Claim: due pending jobs in b_claims, and running ones whose lease expired.
-CLAIM = Prepared(
-    _JOBS.update()
-    .where(
-        _JOBS.c.id.in_(bindparam("b_claims", expanding=True)),
+def claimable(ids: str) -> ColumnElement[bool]:
+    """The jobs listed in expanding parameter `ids` that may be claimed at `b_now`: due pending
+    ones, and running ones whose lease expired."""
+    return and_(
+        _JOBS.c.id.in_(bindparam(ids, expanding=True)),
         or_(
             and_(JOB_STATUS == "pending", _JOBS.c.run_after <= bindparam("b_now")),
             and_(JOB_STATUS == "running", _JOBS.c.lease_until < bindparam("b_now")),
         ),
     )
+
+
+# Prebuilt statements (built once, not per batch), shared by JobStore and the delivery worker.
+# Claim: due pending jobs in b_claims, and running ones whose lease expired.
+CLAIM = Prepared(
+    _JOBS.update()
+    .where(claimable("b_claims"))
     .values(
         status="running",
         lease_until=bindparam("b_until"),
@@ -129,6 +135,23 @@ FINISH = Prepared(
     _JOBS.update()
     .where(held_by_worker("b_finished"))
     .values(status="done", finished_at=bindparam("b_now"), lease_until=None, last_error=None)
+)
+# Claim and finish in one write transaction (SQLite, see `claimable_plain`): read the claimable
+# jobs, then close those still claimable, counting the attempt.
+_CLAIMABLE = Prepared(
+    select(_JOBS.c.id, _JOBS.c.tenant_id, _JOBS.c.subject_id, _JOBS.c.attempts).where(claimable("b_claims"))
+)
+_FINISH_CLAIMABLE = Prepared(
+    _JOBS.update()
+    .where(claimable("b_claims"))
+    .values(
+        status="done",
+        attempts=_JOBS.c.attempts + 1,
+        leased_by=bindparam("b_worker"),
+        finished_at=bindparam("b_now"),
+        lease_until=None,
+        last_error=None,
+    )
 )
 # Retry later (executemany): a job no longer held is left alone.
 RETRY = Prepared(
@@ -213,6 +236,31 @@ class JobStore:
             ClaimedJob(id_, tenant_id, subject_id, int(attempts))
             for id_, tenant_id, subject_id, attempts in rows
         ]
+
+    async def claimable_plain(self, job_ids: Sequence[str], now: datetime) -> list[ClaimedJob]:
+        """The jobs among `job_ids` that may be claimed now, claimed by nothing but this read.
+
+        Only for a transaction that also finishes them (`finish_claimable`) while no other
+        transaction can write in between: SQLite's one writer, whose turn the process's write
+        gate gives. Nobody could see the job `running` between a claim and a finish there, so
+        the claim's UPDATE (the batch's costliest statement: the job moves in both status
+        indexes, and again when it finishes) is left out."""
+        if not job_ids:
+            return []
+        rows = await _CLAIMABLE.rows(self.session, {"b_claims": list(job_ids), "b_now": now})
+        return [
+            ClaimedJob(id_, tenant_id, subject_id, int(attempts))
+            for id_, tenant_id, subject_id, attempts in rows
+        ]
+
+    async def finish_claimable(self, job_ids: Sequence[str], worker: str, now: datetime) -> int:
+        """Close jobs read by `claimable_plain` in this transaction, counting the attempt; how
+        many were still claimable."""
+        if not job_ids:
+            return 0
+        return await _FINISH_CLAIMABLE.run(
+            self.session, {"b_claims": list(job_ids), "b_now": now, "b_worker": worker}
+        )
 
     async def renew(self, job_id: str, worker: str, now: datetime, lease: timedelta) -> bool:
         """Extend our lease on a job we still hold; False if it is no longer ours."""
