@@ -260,7 +260,7 @@ def test_settling_the_heap_freezes_start_up_and_collects_young_objects_less_ofte
         settle_heap()
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
-        assert GC_YOUNG_THRESHOLD > before[0]
+        assert before[0] < GC_YOUNG_THRESHOLD
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
