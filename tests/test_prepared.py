@@ -265,3 +265,48 @@ async def test_a_missing_value_is_named(sqlite_api: Api) -> None:
     async with sqlite_api.container.db.transaction() as session:
         with pytest.raises(KeyError, match="b_n"):
             await COUNT.run(session, {"b_id": "int_x"})  # b_n left out
+
+
+async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
+    """`persistent` makes Core rows the session's own objects: a change is flushed with the
+    session, and a row the session already holds comes back as that very object."""
+    from chatgate.store.transient import persistent
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    ids = [new_id("ctc"), new_id("ctc")]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": contact_id,
+            "tenant_id": tenant.id,
+            "integration_id": integration["id"],
+            "address": f"u-{n}",
+            "display_name": f"name {n}",
+            "username": None,
+            "phone": None,
+            "unreachable": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n, contact_id in enumerate(ids)
+    ]
+    async with api.container.db.transaction() as session:
+        await INSERT_CONTACTS.run_many(session, rows)
+    columns = tuple(column.key for column in _CONTACTS.columns)
+    read = Prepared(
+        select(*_CONTACTS.columns)
+        .where(_CONTACTS.c.id.in_(bindparam("b_ids", expanding=True)))
+        .order_by(_CONTACTS.c.id)
+    )
+    async with api.container.db.transaction() as session:
+        held = await session.get(Contact, ids[0])  # loaded by the ORM first
+        found = persistent(session, Contact, columns, await read.rows(session, {"b_ids": ids}))
+        assert found[0] is held
+        assert found[1] in session
+        found[1].display_name = "renamed"
+    async with api.container.db.sessions() as session:
+        stored = await session.get(Contact, ids[1])
+    assert stored is not None
+    assert stored.display_name == "renamed"
+    assert stored.created_at == now

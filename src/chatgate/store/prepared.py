@@ -96,7 +96,10 @@ class _SqlitePlan:
             type_.dialect_impl(dialect).result_processor(dialect, None)
             for type_ in (entry[3] for entry in compiled._result_columns)
         )
-        self.converts_rows = any(p is not None for p in self.result_processors)
+        self._row_converters = tuple(
+            (index, process) for index, process in enumerate(self.result_processors) if process is not None
+        )
+        self.converts_rows = bool(self._row_converters)
 
     @staticmethod
     def _param(
@@ -150,13 +153,16 @@ class _SqlitePlan:
         return tuple(bound)
 
     def convert(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Rows with each column converted by its type's result processor, if it has one."""
         if not self.converts_rows:
             return rows
-        processors = self.result_processors
-        return [
-            tuple(value if p is None else p(value) for p, value in zip(processors, row, strict=True))
-            for row in rows
-        ]
+        converted: list[tuple[Any, ...]] = []
+        for row in rows:
+            values = list(row)
+            for index, process in self._row_converters:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return converted
 
 
 def _default_maker(column: Column[Any], generator: Any) -> Callable[[], Any]:
