@@ -219,7 +219,9 @@ async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sq
     try:
         with pytest.raises(ServiceUnavailable, match="retry"):
             await writer.submit(**event)  # type: ignore[arg-type]
-        assert published == []  # not durable: no job dispatched (the sweeper will, later)
+        # Committed, so its job was dispatched at the commit: the worker's own commit is synced
+        # before anything leaves the gateway, and that sync covers this one's.
+        assert [len(items) for items in published] == [1]
         held.fail = None
         assert await writer.submit(**event) is False  # type: ignore[arg-type]  # the provider's retry: stored once
         count = _count(
@@ -227,5 +229,41 @@ async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sq
         )
         assert count == 1
     finally:
+        await writer.aclose()
+        syncer.close()
+
+
+async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_for_the_sync(
+    sqlite_api: Api,
+) -> None:
+    tenant, integration, path, held, syncer = await ingest_target(sqlite_api)
+    held.hold = True
+    published: list[QueueItem] = []
+
+    async def publish(topic: str, items: list[QueueItem]) -> None:
+        assert topic == "inbound"
+        published.extend(items)
+
+    db = sqlite_api.container.db
+    store = SqliteIngestStore(path, gate=db.write_gate, syncer=syncer)
+    writer = IngestWriter(db, publish, sqlite_api.container.clock, row_store=store)
+    event = {
+        "tenant_id": tenant.id,
+        "integration_id": integration["id"],
+        "kind": "webhook",
+        "provider_event_id": unique("e"),
+        "headers": {},
+        "body": b"{}",
+    }
+    try:
+        answer = asyncio.create_task(writer.submit(**event))  # type: ignore[arg-type]
+        await started(held)
+        await eventually(lambda: len(published) == 1, timeout=5)  # dispatched while the sync runs
+        assert not answer.done()  # the provider's answer waits for the sync
+        held.release()
+        assert await asyncio.wait_for(answer, 5) is True
+        assert len(published) == 1  # and not dispatched again
+    finally:
+        held.release()
         await writer.aclose()
         syncer.close()

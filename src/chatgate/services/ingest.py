@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
-from chatgate.services.ingest_sqlite import Stored
+from chatgate.services.ingest_sqlite import Committed, Stored
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
 
 
+def _queue_items(fresh: Stored) -> dict[str, QueueItem]:
+    return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
+
+
 class RowStore(Protocol):
     """A database's own fast path for a batch of raw events and their jobs
     (`ingest_sqlite.py`, `ingest_postgres.py`)."""
@@ -43,7 +47,12 @@ class RowStore(Protocol):
     connections: int  # batches it may store side by side
     constraint_errors: tuple[type[BaseException], ...]  # a row the database refused
 
-    async def store(self, rows: list[dict[str, object]], now: datetime) -> Stored: ...
+    async def store(
+        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
+    ) -> Stored:
+        """Store the rows not stored yet; return once durable. `committed` is called with
+        them as soon as they are committed (visible), which may be before they are durable."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -205,8 +214,8 @@ class IngestWriter:
         for item in batch:
             if not item.future.done():
                 item.future.set_result(item.raw["id"] in stored)
-        if stored:
-            self._publish(stored)
+        if stored and self.row_store is None:
+            self._publish(stored)  # (a row store's batch was published at its commit)
 
     async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
         if self.row_store is not None:
@@ -224,16 +233,24 @@ class IngestWriter:
 
     async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> dict[str, QueueItem]:
         self._batches += 1
+        # The jobs are published at the commit, not once it is durable (the provider's answer
+        # waits for that): the worker starts meanwhile, and its own commit's sync covers this
+        # one's (the WAL is synced in commit order). Should this sync fail, the provider gets a
+        # 503, and its retry meets the stored event: a duplicate, answered 200.
         try:
-            fresh: Stored = await store.store([p.raw for p in batch], self.clock())
+            fresh: Stored = await store.store([p.raw for p in batch], self.clock(), self._publish_rows)
         except store.constraint_errors:
             # Not a duplicate (those are skipped by the insert) but e.g. an integration deleted
             # meanwhile: store the others one by one, so one event cannot fail its neighbours.
             fresh = []
             for item in batch:
                 with contextlib.suppress(*store.constraint_errors):
-                    fresh.extend(await store.store([item.raw], self.clock()))
-        return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
+                    fresh.extend(await store.store([item.raw], self.clock(), self._publish_rows))
+        return _queue_items(fresh)
+
+    def _publish_rows(self, fresh: Stored) -> None:
+        if fresh:
+            self._publish(_queue_items(fresh))
 
     async def _store_together(self, batch: list[_Pending]) -> dict[str, QueueItem]:
         now = self.clock()

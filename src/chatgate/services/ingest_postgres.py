@@ -18,7 +18,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from chatgate.domain.ids import new_id
-from chatgate.services.ingest_sqlite import Stored
+from chatgate.services.ingest_sqlite import Committed, Stored
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class PostgresIngestStore:
         self._idle: list[Any] = []  # asyncpg.Connection (untyped library)
         self._open: list[Any] = []
 
-    async def store(self, rows: list[dict[str, object]], now: datetime) -> Stored:
+    async def store(
+        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
+    ) -> Stored:
         connection = self._idle.pop() if self._idle else await self._connect()
         stamp = now.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as UTCDateTime stores it
         try:
@@ -89,7 +91,10 @@ class PostgresIngestStore:
             self._idle.append(connection)
             raise
         self._idle.append(connection)
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in found]
+        stored: Stored = [(str(r[0]), str(r[1]), str(r[2])) for r in found]
+        if committed is not None:
+            committed(stored)  # durable already: PostgreSQL's commit waited for its WAL flush
+        return stored
 
     async def _connect(self) -> Any:
         connection = await asyncpg.connect(self.dsn, timeout=10)

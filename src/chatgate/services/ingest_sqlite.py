@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from chatgate.domain.ids import new_id
@@ -18,6 +19,7 @@ from chatgate.store.wal_sync import WalSyncer
 
 # (raw event id, job id, tenant id) of each event stored new
 Stored = list[tuple[str, str, str]]
+Committed = Callable[[Stored], None]  # told what a batch stored once it is committed
 
 
 def _stamp(value: datetime) -> str:
@@ -129,7 +131,9 @@ class SqliteIngestStore:
         self.syncer = syncer or WalSyncer(path)  # share the Database's, so their syncs are grouped
         self._connection: sqlite3.Connection | None = None
 
-    async def store(self, rows: list[dict[str, object]], now: datetime) -> Stored:
+    async def store(
+        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
+    ) -> Stored:
         async with self.gate.held_async(urgent=True):
             connection = self._connection or self._open()
             try:
@@ -139,6 +143,8 @@ class SqliteIngestStore:
             except sqlite3.Error:
                 self._drop()  # the next batch starts from a fresh connection
                 raise
+        if committed is not None:
+            committed(stored)
         await self.syncer.sync()  # the gate is free meanwhile: the next batch can commit
         return stored
 

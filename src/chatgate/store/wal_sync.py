@@ -12,7 +12,9 @@ database file itself, in NORMAL as in FULL).
 
 `Database.transaction()` and the ingest batch await it after their commit, before their caller
 learns of the commit; so a provider's 200, an API's 201 or 202, a webhook delivery or a job
-dispatched after a commit all follow the sync. Readers on other connections may see a commit
+dispatched after a commit all follow the sync (the ingest batch dispatches its inbound jobs at
+its commit: the worker's own later commit, synced before anything leaves the gateway, covers
+it). Readers on other connections may see a commit
 up to one sync (about 0.3 ms here) before it is on disk: only a power cut inside that window
 could take back what they saw.
 """
