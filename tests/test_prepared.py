@@ -310,3 +310,45 @@ async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
     assert stored is not None
     assert stored.display_name == "renamed"
     assert stored.created_at == now
+
+
+async def test_adopting_a_plain_row_gives_the_sessions_own_object(api: Api) -> None:
+    """`adopted` attaches a row built by `transient` so a change to it is saved; when the
+    session already holds that row, the change goes to the session's object."""
+    from chatgate.store.transient import adopted, transient
+
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    ids = [new_id("ctc"), new_id("ctc")]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": contact_id,
+            "tenant_id": tenant.id,
+            "integration_id": integration["id"],
+            "address": f"a-{n}",
+            "display_name": f"name {n}",
+            "username": None,
+            "phone": None,
+            "unreachable": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n, contact_id in enumerate(ids)
+    ]
+    async with api.container.db.transaction() as session:
+        await INSERT_CONTACTS.run_many(session, rows)
+    async with api.container.db.transaction() as session:
+        held = await session.get(Contact, ids[0])
+        first = adopted(session, transient(Contact, dict(rows[0])))
+        assert first is held
+        second = adopted(session, transient(Contact, dict(rows[1])))
+        assert second in session
+        first.display_name = "first, renamed"
+        second.display_name = "second, renamed"
+    async with api.container.db.sessions() as session:
+        names = {
+            c.id: c.display_name
+            for c in (await session.execute(select(Contact).where(Contact.id.in_(ids)))).scalars()
+        }
+    assert names == {ids[0]: "first, renamed", ids[1]: "second, renamed"}

@@ -126,24 +126,28 @@ class _Loaded:
     lease_until: datetime | None = None
 
 
+def endpoint_row(endpoint: WebhookEndpoint) -> _EndpointRow:
+    """What a delivery reads of its endpoint (made once per endpoint for a batch's hand-offs)."""
+    return _EndpointRow._make(getattr(endpoint, name) for name in _EndpointRow._fields)
+
+
+def event_row(event: Event) -> _EventRow:
+    """What a delivery reads of its event (made once per event, whatever its endpoints)."""
+    return _EventRow._make(getattr(event, name) for name in _EventRow._fields)
+
+
 def claimed_delivery(
     job_id: str,
     delivery: dict[str, Any],
-    endpoint: WebhookEndpoint,
-    event: Event,
+    endpoint: _EndpointRow,
+    event: _EventRow,
     lease_until: datetime,
 ) -> _Loaded:
     """What the claim turn would read for a delivery job claimed by the transaction that
     created it, from what that transaction wrote (the hand-off in `webhook_fanout.py`)."""
     row = _DeliveryRow._make(delivery[name] for name in _DeliveryRow._fields)
     job = ClaimedJob(job_id, row.tenant_id, row.id, 1)
-    return _Loaded(
-        job,
-        row,
-        _EndpointRow._make(getattr(endpoint, name) for name in _EndpointRow._fields),
-        _EventRow._make(getattr(event, name) for name in _EventRow._fields),
-        lease_until,
-    )
+    return _Loaded(job, row, endpoint, event, lease_until)
 
 
 class _Live(NamedTuple):

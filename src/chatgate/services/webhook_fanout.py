@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.events import EventType
 from chatgate.domain.ids import new_id
-from chatgate.services.webhook_delivery import claimed_delivery
+from chatgate.services.webhook_delivery import claimed_delivery, endpoint_row, event_row
 from chatgate.store.models import Event, Job, WebhookDelivery, WebhookEndpoint
 from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.jobs import job_row
@@ -70,7 +70,10 @@ class WebhookFanoutHook:
         items: list[tuple[str, QueueItem]] = []
         deliveries: list[dict[str, object]] = []
         jobs: list[dict[str, object]] = []
+        # What a hand-off carries of each endpoint and event, made once for the batch.
+        endpoint_rows = {e.id: endpoint_row(e) for e in endpoints} if lease_until is not None else {}
         for event in events:
+            carried = event_row(event) if lease_until is not None else None
             for endpoint in endpoints:
                 if not wants(endpoint, event):
                     continue
@@ -94,8 +97,8 @@ class WebhookFanoutHook:
                 jobs.append(job)
                 job_id = str(job["id"])
                 preloaded = (
-                    claimed_delivery(job_id, deliveries[-1], endpoint, event, lease_until)
-                    if lease_until is not None
+                    claimed_delivery(job_id, deliveries[-1], endpoint_rows[endpoint.id], carried, lease_until)
+                    if lease_until is not None and carried is not None
                     else None
                 )
                 items.append(("deliver", QueueItem(job_id, tenant_id, preloaded)))

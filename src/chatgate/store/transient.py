@@ -3,8 +3,9 @@
 The declarative constructor fires an attribute event per column (~30 µs for a message); rows
 the hot paths insert through Core, or read back only by id, are built here instead: the same
 class and attributes, never added to a session (`transient`). Rows the hot paths read through
-Core and may change become the session's own objects (`persistent`), as if the ORM had loaded
-them: their changes are flushed with the session's.
+Core and may change become the session's own objects (`persistent`, or `adopted` once a change
+is due: attaching cost ~20 µs a row), as if the ORM had loaded them: their changes are flushed
+with the session's.
 """
 
 from __future__ import annotations
@@ -48,3 +49,19 @@ def persistent(
         sync.add(instance)
         found.append(instance)
     return found
+
+
+def adopted(session: AsyncSession, instance: M) -> M:
+    """The session's own object for a row built by `transient` (primary key included), to
+    change: the one the session already holds for that identity, else `instance`, attached."""
+    mapper = type(instance).__mapper__
+    key = mapper.identity_key_from_primary_key(
+        tuple(instance.__dict__[str(column.key)] for column in mapper.primary_key)
+    )
+    sync = session.sync_session
+    held = sync.identity_map.get(key)
+    if held is not None:
+        return held  # type: ignore[no-any-return]
+    make_transient_to_detached(instance)
+    sync.add(instance)
+    return instance

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from chatgate.store.pagination import Page
 from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.inbound_lookups import InboundLookups
-from chatgate.store.transient import transient
+from chatgate.store.transient import adopted, transient
 from chatgate.store.unindexed import unindexed
 
 _MESSAGES = cast(Table, Message.__table__)
@@ -28,6 +28,7 @@ _MESSAGE_DEFAULTS: dict[str, Any] = dict.fromkeys(_MESSAGE_COLUMNS) | {"attachme
 _INSERT_MESSAGES = Prepared(_MESSAGES.insert())
 
 
+R = TypeVar("R", Contact, Conversation)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 # Built once. The tenant is checked but kept from the planner: with a plain `tenant_id = ?`
 # SQLite (no statistics) searched the tenant's index instead of the ids' primary key.
@@ -74,15 +75,28 @@ class ConversationRepository(TenantScoped):
             if self.lookups is not None:
                 self.lookups.contacts[(integration_id, party.address)] = created
             return created, created is contact
-        changed = False
-        for field in ("display_name", "username", "phone"):
-            value = getattr(party, field)
-            if value is not None and value != getattr(contact, field):
-                setattr(contact, field, value)
-                changed = True
-        if changed:
-            contact.updated_at = now
-        return contact, changed
+        changes = {
+            field: value
+            for field in ("display_name", "username", "phone")
+            if (value := getattr(party, field)) is not None and value != getattr(contact, field)
+        }
+        if not changes:
+            return contact, False
+        contact = self._adopt(
+            self.lookups.contacts if self.lookups else None, (integration_id, party.address), contact
+        )
+        for field, value in changes.items():
+            setattr(contact, field, value)
+        contact.updated_at = now
+        return contact, True
+
+    def _adopt(self, cache: dict[Any, Any] | None, key: Any, row: R) -> R:
+        """The session's object for a row from the batch's lookups (plain until changed), so
+        the change is saved with the session; the lookups hand it out from then on."""
+        owned = adopted(self.session, row)
+        if cache is not None:
+            cache[key] = owned
+        return owned
 
     async def _contact_by_address(self, integration_id: str, address: str) -> Contact | None:
         if self.lookups is not None and (integration_id, address) in self.lookups.contacts:
@@ -142,6 +156,11 @@ class ConversationRepository(TenantScoped):
                 self.lookups.conversations[(integration_id, chat.external_id)] = stored
             return stored, stored is conversation
         if chat.title and chat.title != conversation.title:
+            conversation = self._adopt(
+                self.lookups.conversations if self.lookups else None,
+                (integration_id, chat.external_id),
+                conversation,
+            )
             conversation.title = chat.title
         return conversation, False
 

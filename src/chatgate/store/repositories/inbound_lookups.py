@@ -27,7 +27,7 @@ from chatgate.domain.inbound import (
 from chatgate.domain.messages import Direction
 from chatgate.store.models import Base, Contact, Conversation, Message
 from chatgate.store.prepared import Prepared
-from chatgate.store.transient import persistent
+from chatgate.store.transient import persistent, transient
 from chatgate.store.unindexed import unindexed
 
 Key = tuple[str, str]
@@ -101,8 +101,9 @@ def _by_key_query(model: type[Row], key: str) -> Prepared:
     )
 
 
-# Built once: constructing them per batch cost more than running them. Core rows made the
-# session's objects (`persistent`): the ORM's loading cost more than the queries.
+# Built once: constructing them per batch cost more than running them. Read as Core rows (the
+# ORM's loading cost more than the queries): contacts and conversations as plain objects the
+# repository adopts into the session before changing one, messages as the session's objects.
 _CONTACTS = _by_key_query(Contact, "address")
 _CONVERSATIONS = _by_key_query(Conversation, "external_id")
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -135,9 +136,9 @@ async def _by_key(
         rows = await query.rows(
             session, {"b_tenant": tenant_id, "b_integration": integration_id, "b_keys": chunk}
         )
-        found.update(
-            ((integration_id, getattr(row, key)), row) for row in persistent(session, model, columns, rows)
-        )
+        # Plain objects until a change is due: the repository adopts one into the session then.
+        made = (transient(model, dict(zip(columns, row, strict=True))) for row in rows)
+        found.update(((integration_id, getattr(instance, key)), instance) for instance in made)
     return found
 
 
