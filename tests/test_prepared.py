@@ -267,18 +267,14 @@ async def test_a_missing_value_is_named(sqlite_api: Api) -> None:
             await COUNT.run(session, {"b_id": "int_x"})  # b_n left out
 
 
-async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
-    """`persistent` makes Core rows the session's own objects: a change is flushed with the
-    session, and a row the session already holds comes back as that very object."""
-    from chatgate.store.transient import persistent
-
+async def two_stored_contacts(api: Api) -> list[dict[str, Any]]:
+    """Two contacts of a new tenant's integration, stored; their rows."""
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
-    ids = [new_id("ctc"), new_id("ctc")]
     now = datetime.now(UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
-            "id": contact_id,
+            "id": new_id("ctc"),
             "tenant_id": tenant.id,
             "integration_id": integration["id"],
             "address": f"u-{n}",
@@ -289,10 +285,20 @@ async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
             "created_at": now,
             "updated_at": now,
         }
-        for n, contact_id in enumerate(ids)
+        for n in range(2)
     ]
     async with api.container.db.transaction() as session:
         await INSERT_CONTACTS.run_many(session, rows)
+    return rows
+
+
+async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
+    """`persistent` makes Core rows the session's own objects: a change is flushed with the
+    session, and a row the session already holds comes back as that very object."""
+    from chatgate.store.transient import persistent
+
+    rows = await two_stored_contacts(api)
+    ids = [str(row["id"]) for row in rows]
     columns = tuple(column.key for column in _CONTACTS.columns)
     read = Prepared(
         select(*_CONTACTS.columns)
@@ -309,7 +315,7 @@ async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
         stored = await session.get(Contact, ids[1])
     assert stored is not None
     assert stored.display_name == "renamed"
-    assert stored.created_at == now
+    assert stored.created_at == rows[1]["created_at"]
 
 
 async def test_adopting_a_plain_row_gives_the_sessions_own_object(api: Api) -> None:
@@ -317,27 +323,8 @@ async def test_adopting_a_plain_row_gives_the_sessions_own_object(api: Api) -> N
     session already holds that row, the change goes to the session's object."""
     from chatgate.store.transient import adopted, transient
 
-    tenant = await api.tenant()
-    integration = await webhook_integration(api, tenant)
-    ids = [new_id("ctc"), new_id("ctc")]
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "id": contact_id,
-            "tenant_id": tenant.id,
-            "integration_id": integration["id"],
-            "address": f"a-{n}",
-            "display_name": f"name {n}",
-            "username": None,
-            "phone": None,
-            "unreachable": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for n, contact_id in enumerate(ids)
-    ]
-    async with api.container.db.transaction() as session:
-        await INSERT_CONTACTS.run_many(session, rows)
+    rows = await two_stored_contacts(api)
+    ids = [str(row["id"]) for row in rows]
     async with api.container.db.transaction() as session:
         held = await session.get(Contact, ids[0])
         first = adopted(session, transient(Contact, dict(rows[0])))

@@ -197,17 +197,21 @@ async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) 
         syncer.close()
 
 
-async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sqlite_api: Api) -> None:
-    tenant, integration, path, held, syncer = await ingest_target(sqlite_api)
-    held.fail = OSError(5, "Input/output error")
-    published: list[list[QueueItem]] = []
+async def ingest_writer(
+    api: Api,
+) -> tuple[str, HeldSync, WalSyncer, IngestWriter, dict[str, Any], list[QueueItem]]:
+    """An IngestWriter on the database file with a syncer the test controls, an event for it to
+    store, and the inbound jobs it publishes."""
+    tenant, integration, path, held, syncer = await ingest_target(api)
+    published: list[QueueItem] = []
 
     async def publish(topic: str, items: list[QueueItem]) -> None:
-        published.append(items)
+        assert topic == "inbound"
+        published.extend(items)
 
-    db = sqlite_api.container.db
+    db = api.container.db
     store = SqliteIngestStore(path, gate=db.write_gate, syncer=syncer)
-    writer = IngestWriter(db, publish, sqlite_api.container.clock, row_store=store)
+    writer = IngestWriter(db, publish, api.container.clock, row_store=store)
     event = {
         "tenant_id": tenant.id,
         "integration_id": integration["id"],
@@ -216,12 +220,18 @@ async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sq
         "headers": {},
         "body": b"{}",
     }
+    return path, held, syncer, writer, event, published
+
+
+async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sqlite_api: Api) -> None:
+    path, held, syncer, writer, event, published = await ingest_writer(sqlite_api)
+    held.fail = OSError(5, "Input/output error")
     try:
         with pytest.raises(ServiceUnavailable, match="retry"):
             await writer.submit(**event)  # type: ignore[arg-type]
         # Committed, so its job was dispatched at the commit: the worker's own commit is synced
         # before anything leaves the gateway, and that sync covers this one's.
-        assert [len(items) for items in published] == [1]
+        assert len(published) == 1
         held.fail = None
         assert await writer.submit(**event) is False  # type: ignore[arg-type]  # the provider's retry: stored once
         count = _count(
@@ -236,25 +246,8 @@ async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sq
 async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_for_the_sync(
     sqlite_api: Api,
 ) -> None:
-    tenant, integration, path, held, syncer = await ingest_target(sqlite_api)
+    _, held, syncer, writer, event, published = await ingest_writer(sqlite_api)
     held.hold = True
-    published: list[QueueItem] = []
-
-    async def publish(topic: str, items: list[QueueItem]) -> None:
-        assert topic == "inbound"
-        published.extend(items)
-
-    db = sqlite_api.container.db
-    store = SqliteIngestStore(path, gate=db.write_gate, syncer=syncer)
-    writer = IngestWriter(db, publish, sqlite_api.container.clock, row_store=store)
-    event = {
-        "tenant_id": tenant.id,
-        "integration_id": integration["id"],
-        "kind": "webhook",
-        "provider_event_id": unique("e"),
-        "headers": {},
-        "body": b"{}",
-    }
     try:
         answer = asyncio.create_task(writer.submit(**event))  # type: ignore[arg-type]
         await started(held)
