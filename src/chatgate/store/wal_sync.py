@@ -22,10 +22,12 @@ could take back what they saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from chatgate.domain.errors import ServiceUnavailable
 
@@ -61,7 +63,12 @@ class WalSyncer:
     def __init__(self, database_path: str, *, sync_file: Callable[[str], None] = sync_wal) -> None:
         self.database_path = database_path
         self._sync_file = sync_file
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        # Rounds asked of the thread: the loop to answer on and the callers' future (None: stop).
+        # A queue and `call_soon_threadsafe`, not `run_in_executor`: 24 µs of the loop's CPU per
+        # round instead of 60, a few hundred rounds a second.
+        self._requests: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None]
+        self._requests = queue.SimpleQueue()
         self._next: asyncio.Future[None] | None = None  # the callers waiting for the next round
         self._running = False
         self._directory_synced = False
@@ -82,11 +89,23 @@ class WalSyncer:
         waiting, self._next = self._next, None
         if waiting is None:
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatgate-wal-sync")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="chatgate-wal-sync", daemon=True)
+            self._thread.start()
         self._running = True
-        done = asyncio.get_running_loop().run_in_executor(self._executor, self._sync_once)
-        done.add_done_callback(lambda future: self._round_done(future, waiting))
+        self._requests.put((asyncio.get_running_loop(), waiting))
+
+    def _serve(self) -> None:
+        """The sync thread: one round per request, its outcome handed back to the loop."""
+        while (request := self._requests.get()) is not None:
+            loop, waiting = request
+            error: BaseException | None = None
+            try:
+                self._sync_once()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers (503)
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(self._round_done, error, waiting)
 
     def _sync_once(self) -> None:
         self._sync_file(self.database_path)
@@ -94,12 +113,11 @@ class WalSyncer:
             sync_directory(self.database_path)
             self._directory_synced = True
 
-    def _round_done(self, future: asyncio.Future[None], waiting: asyncio.Future[None]) -> None:
+    def _round_done(self, error: BaseException | None, waiting: asyncio.Future[None]) -> None:
         self._running = False
         self.rounds += 1
-        error = None if future.cancelled() else future.exception()
         if not waiting.done():
-            if future.cancelled() or error is not None:
+            if error is not None:
                 log.error("syncing the SQLite WAL failed: %r", error)
                 waiting.set_exception(ServiceUnavailable("the database could not be synced to disk; retry"))
             else:
@@ -109,6 +127,7 @@ class WalSyncer:
 
     def close(self) -> None:
         """Stop the thread after the round in flight (if any)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._requests.put(None)
+            thread.join()
