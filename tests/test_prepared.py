@@ -299,7 +299,6 @@ async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
 
     rows = await two_stored_contacts(api)
     ids = [str(row["id"]) for row in rows]
-    columns = tuple(column.key for column in _CONTACTS.columns)
     read = Prepared(
         select(*_CONTACTS.columns)
         .where(_CONTACTS.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -307,7 +306,7 @@ async def test_rows_made_persistent_are_the_sessions_objects(api: Api) -> None:
     )
     async with api.container.db.transaction() as session:
         held = await session.get(Contact, ids[0])  # loaded by the ORM first
-        found = persistent(session, Contact, columns, await read.rows(session, {"b_ids": ids}))
+        found = persistent(session, Contact, await read.rows(session, {"b_ids": ids}))
         assert found[0] is held
         assert found[1] in session
         found[1].display_name = "renamed"

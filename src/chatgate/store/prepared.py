@@ -92,14 +92,13 @@ class _SqlitePlan:
         if self.sql.count("__[POSTCOMPILE_") != len(_POSTCOMPILE.findall(self.sql)):
             raise UnpreparableStatement(f"an IN list rendered with a bind expression: {self.sql[:200]}")
         self._expanded: dict[tuple[int, ...], str] = {}
-        self.result_processors: tuple[Processor, ...] = tuple(
-            type_.dialect_impl(dialect).result_processor(dialect, None)
-            for type_ in (entry[3] for entry in compiled._result_columns)
+        result_processors = (
+            entry[3].dialect_impl(dialect).result_processor(dialect, None)
+            for entry in compiled._result_columns
         )
         self._row_converters = tuple(
-            (index, process) for index, process in enumerate(self.result_processors) if process is not None
+            (index, process) for index, process in enumerate(result_processors) if process is not None
         )
-        self.converts_rows = bool(self._row_converters)
 
     @staticmethod
     def _param(
@@ -154,7 +153,7 @@ class _SqlitePlan:
 
     def convert(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows with each column converted by its type's result processor, if it has one."""
-        if not self.converts_rows:
+        if not self._row_converters:
             return rows
         converted: list[tuple[Any, ...]] = []
         for row in rows:

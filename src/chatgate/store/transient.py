@@ -11,8 +11,10 @@ with the session's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, TypeVar, cast
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
@@ -30,25 +32,22 @@ def transient(model: type[M], values: dict[str, Any]) -> M:
     return instance
 
 
-def persistent(
-    session: AsyncSession, model: type[M], columns: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> list[M]:
-    """Rows of `model` (values in `columns` order, primary key included) as the session's
-    objects. An object the session already holds is used as it is, as the ORM's loading does."""
-    sync = session.sync_session
-    mapper = model.__mapper__
-    key_at = [columns.index(column.key) for column in mapper.primary_key]
-    found: list[M] = []
-    for row in rows:
-        held = sync.identity_map.get(mapper.identity_key_from_primary_key(tuple(row[i] for i in key_at)))
-        if held is not None:
-            found.append(held)
-            continue
-        instance = transient(model, dict(zip(columns, row, strict=True)))
-        make_transient_to_detached(instance)
-        sync.add(instance)
-        found.append(instance)
-    return found
+@cache
+def table_columns(model: type[Base]) -> tuple[str, ...]:
+    """The model's column keys in its table's order: the order of `select(*table.columns)`."""
+    return tuple(column.key for column in cast(Table, model.__table__).columns)
+
+
+def from_rows(model: type[M], rows: Iterable[Sequence[Any]]) -> list[M]:
+    """`transient` objects for rows of all the model's columns, in its table's order."""
+    columns = table_columns(model)
+    return [transient(model, dict(zip(columns, row, strict=True))) for row in rows]
+
+
+def persistent(session: AsyncSession, model: type[M], rows: Iterable[Sequence[Any]]) -> list[M]:
+    """Rows of all the model's columns (in its table's order) as the session's objects. An object
+    the session already holds is used as it is, as the ORM's loading does."""
+    return [adopted(session, instance) for instance in from_rows(model, rows)]
 
 
 def adopted(session: AsyncSession, instance: M) -> M:

@@ -25,9 +25,9 @@ from chatgate.domain.inbound import (
     StatusUpdate,
 )
 from chatgate.domain.messages import Direction
-from chatgate.store.models import Base, Contact, Conversation, Message
+from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.prepared import Prepared
-from chatgate.store.transient import persistent, transient
+from chatgate.store.transient import from_rows, persistent
 from chatgate.store.unindexed import unindexed
 
 Key = tuple[str, str]
@@ -84,10 +84,6 @@ def _chunks(values: set[str]) -> list[list[str]]:
     return [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
 
 
-def _columns(model: type[Base]) -> tuple[str, ...]:
-    return tuple(column.key for column in cast(Table, model.__table__).columns)
-
-
 def _by_key_query(model: type[Row], key: str) -> Prepared:
     table = cast(Table, model.__table__)
     # The tenant is checked but kept away from the planner: with a plain `tenant_id = ?` SQLite
@@ -117,7 +113,6 @@ _MESSAGES = Prepared(
         _MESSAGE_TABLE.c.provider_message_id.in_(bindparam("b_ids", expanding=True)),
     )
 )
-_MESSAGE_COLUMNS = _columns(Message)
 
 
 async def _by_key(
@@ -131,14 +126,14 @@ async def _by_key(
 ) -> dict[Key, Row | None]:
     """The integration's rows whose `key` is wanted; None for each one not found."""
     found: dict[Key, Row | None] = {(integration_id, value): None for value in wanted}
-    columns = _columns(model)
     for chunk in _chunks(wanted):
         rows = await query.rows(
             session, {"b_tenant": tenant_id, "b_integration": integration_id, "b_keys": chunk}
         )
         # Plain objects until a change is due: the repository adopts one into the session then.
-        made = (transient(model, dict(zip(columns, row, strict=True))) for row in rows)
-        found.update(((integration_id, getattr(instance, key)), instance) for instance in made)
+        found.update(
+            ((integration_id, getattr(instance, key)), instance) for instance in from_rows(model, rows)
+        )
     return found
 
 
@@ -159,7 +154,7 @@ async def load_lookups(
             for provider_id in chunk:
                 lookups.messages[(integration_id, provider_id)] = []
             rows = await _MESSAGES.rows(session, {"b_integration": integration_id, "b_ids": chunk})
-            for message in persistent(session, Message, _MESSAGE_COLUMNS, rows):
+            for message in persistent(session, Message, rows):
                 if message.tenant_id == tenant_id:
                     lookups.messages[(integration_id, message.provider_message_id or "")].append(message)
     return lookups

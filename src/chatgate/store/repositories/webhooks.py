@@ -11,7 +11,7 @@ from chatgate.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoi
 from chatgate.store.pagination import Page
 from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
-from chatgate.store.transient import transient
+from chatgate.store.transient import from_rows
 
 OPEN_STATUSES = ("pending", "failed")
 
@@ -30,7 +30,6 @@ class DeliveryPosition(Protocol):
 # Every inbound batch asks; built once (building it cost more than running it), read as Core
 # rows (the ORM's loading cost more than the query): read-only objects, never in the session.
 _ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
-_ENDPOINT_COLUMNS = tuple(column.key for column in _ENDPOINTS.columns)
 _ENABLED = Prepared(
     select(*_ENDPOINTS.columns).where(
         _ENDPOINTS.c.tenant_id == bindparam("b_tenant"), _ENDPOINTS.c.enabled.is_(True)
@@ -48,7 +47,7 @@ class WebhookRepository(TenantScoped):
     async def enabled_endpoints(self) -> list[WebhookEndpoint]:
         """The tenant's enabled endpoints, to read (changes to them are not saved)."""
         rows = await _ENABLED.rows(self.session, {"b_tenant": self.tenant_id})
-        return [transient(WebhookEndpoint, dict(zip(_ENDPOINT_COLUMNS, row, strict=True))) for row in rows]
+        return from_rows(WebhookEndpoint, rows)
 
     async def delivery(self, delivery_id: str) -> WebhookDelivery:
         return await self._get(WebhookDelivery, delivery_id, "webhook delivery")
