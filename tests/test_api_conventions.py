@@ -151,6 +151,19 @@ def test_ids_sort_in_creation_order_within_a_millisecond() -> None:
     assert len(set(made)) == len(made)
 
 
+def test_ids_made_for_a_batch_sort_between_the_ids_made_around_them() -> None:
+    from chatgate.domain.ids import new_id, new_ids
+
+    before = new_id("raw")
+    batch = new_ids("raw", 300)
+    after = new_id("raw")
+    made = [before, *batch, after]
+    assert made == sorted(made)
+    assert len(set(made)) == 302
+    assert all(i.startswith("raw_") and len(i) == 30 for i in batch)
+    assert new_ids("raw", 0) == []
+
+
 def test_ids_are_the_ulid_text_of_their_value() -> None:
     """The table-driven encoder spells exactly what python-ulid spells (lower case)."""
     import secrets

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
 from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_sqlite import SqliteIngestStore
+from chatgate.services.ingest_sqlite import SqliteIngestStore, headers_json, inbound_job_id
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique
@@ -31,6 +31,13 @@ def _row(tenant_id: str, integration_id: str, event_id: str) -> dict[str, object
         "body": b"{}",
         "status": "pending",
     }
+
+
+def test_headers_json_is_json_dumps_compact() -> None:
+    import json
+
+    for headers in ({}, {"a": "b"}, {"user-agent": 'quote " back\\slash', "x-é": "ünïcode \u2028"}):
+        assert headers_json(headers) == json.dumps(headers, separators=(",", ":"))
 
 
 def _count(path: str, sql: str, *params: Any) -> int:
@@ -159,3 +166,112 @@ async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api:
         "authorization" not in r.headers and r.headers["content-type"] == "application/json" for r in rows
     )
     assert all(r.received_at.tzinfo is not None for r in rows)
+
+
+def _sqlite_path(api: Api) -> str:
+    path = sqlite_file(api.container.settings.effective_database_url)
+    assert path is not None
+    return path
+
+
+async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
+    rows = [_row(tenant.id, integration["id"], unique("job")) for _ in range(5)]
+    now = datetime(2026, 11, 22, 1, 2, 3, 456789, tzinfo=UTC)
+    try:
+        stored = await store.store(rows, now)
+    finally:
+        await store.aclose()
+    assert stored == [(str(r["id"]), inbound_job_id(str(r["id"])), tenant.id) for r in rows]
+    with sqlite3.connect(path) as connection:
+        jobs = connection.execute(
+            "SELECT id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at, created_at"
+            " FROM jobs WHERE subject_id IN (?, ?, ?, ?, ?) ORDER BY id",
+            [r["id"] for r in rows],
+        ).fetchall()
+    stamp = "2026-11-22 01:02:03.456789"
+    assert jobs == [
+        (inbound_job_id(str(r["id"])), "inbound", tenant.id, r["id"], "pending", stamp, 0, stamp, stamp)
+        for r in rows
+    ]
+    assert inbound_job_id("raw_01jabc") == "job_01jabc"
+
+
+async def test_the_job_trigger_belongs_to_the_stores_connection_only(sqlite_api: Api) -> None:
+    """Raw events inserted elsewhere (the ORM, an operator's tool) get no job from it."""
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
+    try:
+        await store.store([_row(tenant.id, integration["id"], unique("first"))], datetime.now(UTC))
+        raw_id = new_id("raw")
+        with sqlite3.connect(path) as connection:
+            connection.execute(
+                "INSERT INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id, headers,"
+                " body, status, received_at) VALUES (?, ?, ?, 'webhook', ?, '{}', x'', 'pending',"
+                " '2026-11-22 00:00:00.000000')",
+                (raw_id, tenant.id, integration["id"], unique("elsewhere")),
+            )
+    finally:
+        await store.aclose()
+    assert _count(path, "SELECT count(*) FROM jobs WHERE subject_id = ?", raw_id) == 0
+
+
+async def test_a_batch_larger_than_one_statement_is_stored_in_one_transaction(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
+    tag = unique("big")
+    try:
+        assert (
+            len(await store.store([_row(tenant.id, integration["id"], f"{tag}-7")], datetime.now(UTC))) == 1
+        )
+        # 2,500 rows (three statements' worth), 2,400 distinct events of which one was stored.
+        burst = [_row(tenant.id, integration["id"], f"{tag}-{i % 2400}") for i in range(2500)]
+        stored = await store.store(burst, datetime.now(UTC))
+    finally:
+        await store.aclose()
+    assert len(stored) == 2399
+    assert {raw_id for raw_id, _, _ in stored} == {str(r["id"]) for r in burst[:2400] if r is not burst[7]}
+    like = f"{tag}-%"
+    assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", like) == 2400
+    jobs_sql = "SELECT count(*) FROM jobs WHERE subject_id IN (SELECT id FROM raw_events WHERE provider_event_id LIKE ?)"
+    assert _count(path, jobs_sql, like) == 2400
+
+
+async def test_the_event_loop_runs_on_while_a_batch_waits_for_the_database(sqlite_api: Api) -> None:
+    """The batch's statement runs on the store's thread: while another process holds SQLite's
+    write lock, the batch waits there (busy timeout) and the loop keeps serving."""
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        storing = asyncio.create_task(
+            store.store([_row(tenant.id, integration["id"], unique("held"))], datetime.now(UTC))
+        )
+        await asyncio.sleep(0.5)
+        assert not storing.done()
+        assert ticks >= 20  # the loop was not stuck in SQLite's busy wait
+        blocker.execute("COMMIT")
+        assert len(await asyncio.wait_for(storing, 10)) == 1
+    finally:
+        ticking.cancel()
+        blocker.close()
+        await store.aclose()

@@ -69,6 +69,34 @@ def test_verify_vectors(case: dict[str, Any]) -> None:
         assert EXPECTED_REASON[case["name"]] in info.value.message
 
 
+@pytest.mark.parametrize("case", VECTORS["verify_cases"], ids=lambda c: c["name"])
+def test_verify_keys_gives_the_same_verdicts_as_verify(case: dict[str, Any]) -> None:
+    """The inbound path's variant (decoded keys, lower-case header names) agrees with `verify`
+    on every vector, with the same reason when it refuses."""
+    body = case["payload"].encode()
+    headers = {name.lower(): value for name, value in case["headers"].items()}
+    keys = signing.secret_keys((SECRET,))
+    if case["expected_valid"]:
+        assert signing.verify_keys(keys, headers, body, now=case["now"]) == verify(
+            SECRET, headers, body, now=case["now"]
+        )
+    else:
+        with pytest.raises(Unauthenticated) as info:
+            signing.verify_keys(keys, headers, body, now=case["now"])
+        assert EXPECTED_REASON[case["name"]] in info.value.message
+
+
+def test_secret_keys_are_the_parsed_secrets_in_order() -> None:
+    other = generate_secret()
+    assert signing.secret_keys((SECRET, other)) == (parse_secret(SECRET).key, parse_secret(other).key)
+
+
+@pytest.mark.parametrize("encoded", ["bm90IGI2NA", "bm90IGI2NA===", "bm90-IGI2NA==", "bm90IGI2N*=="])
+def test_a_signature_in_anything_but_padded_standard_base64_is_not_read(encoded: str) -> None:
+    assert signing._v1_signatures(f"v1,{encoded}") == []
+    assert signing._v1_signatures("v1,bm90IGI2NA==") == [b"not b64"]
+
+
 def test_every_invalid_vector_has_an_expected_reason() -> None:
     invalid = {c["name"] for c in VECTORS["verify_cases"] if not c["expected_valid"]}
     assert invalid == set(EXPECTED_REASON)

@@ -86,7 +86,7 @@ class InboundGateway:
             integration_id=integration.ref.id,
             kind=kind,
             provider_event_id=event_id,
-            headers=dict(request.headers),
+            headers=request.headers,
             body=request.body,
         )
         return InboundOutcome(200, {"ok": True, "duplicate": not stored})
@@ -115,7 +115,7 @@ class InboundGateway:
                 integration_id=target_id,
                 kind=kind,
                 provider_event_id=adapter.event_id(part),
-                headers=dict(request.headers),
+                headers=request.headers,
                 body=body,
             )
             stored += int(new)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
-from chatgate.domain.ids import new_id
+from chatgate.domain.ids import new_ids
 from chatgate.services.ingest_sqlite import Committed, Stored
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
@@ -63,7 +63,7 @@ _KEEP_HEADERS_EXCLUDED = frozenset(
 )
 
 
-def headers_to_keep(headers: dict[str, str]) -> dict[str, str]:
+def headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in _KEEP_HEADERS_EXCLUDED}
 
 
@@ -135,14 +135,14 @@ class IngestWriter:
         integration_id: str,
         kind: str,
         provider_event_id: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         body: bytes,
     ) -> bool:
         """Store one raw event; True when new, False for a duplicate. Raises ServiceUnavailable."""
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
         raw: dict[str, object] = {
-            "id": new_id("raw"),
+            "id": "",  # given when its batch is taken, in arrival order (`_take_and_store`)
             "tenant_id": tenant_id,
             "integration_id": integration_id,
             "kind": kind,
@@ -179,6 +179,8 @@ class IngestWriter:
         batch = self._waiting[: self.max_batch]
         del self._waiting[: self.max_batch]
         if batch:
+            for pending, raw_id in zip(batch, new_ids("raw", len(batch)), strict=True):
+                pending.raw["id"] = raw_id
             await self._store_batch(batch)
 
     def _stored(self, task: asyncio.Task[None]) -> None:

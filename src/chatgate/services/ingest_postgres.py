@@ -9,7 +9,6 @@ id) index answers duplicates, also against other processes inserting the same ev
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from chatgate.domain.ids import new_id
-from chatgate.services.ingest_sqlite import Committed, Stored
+from chatgate.services.ingest_sqlite import Committed, Stored, headers_json, inbound_job_id
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +76,9 @@ class PostgresIngestStore:
                 [r["integration_id"] for r in rows],
                 [r["kind"] for r in rows],
                 [r["provider_event_id"] for r in rows],
-                [json.dumps(r["headers"], separators=(",", ":")) for r in rows],
+                [headers_json(r["headers"]) for r in rows],  # type: ignore[arg-type]
                 [r["body"] for r in rows],
-                [new_id("job") for _ in rows],
+                [inbound_job_id(str(r["id"])) for r in rows],
                 stamp,
             )
         except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):

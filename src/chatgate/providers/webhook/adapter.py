@@ -44,14 +44,15 @@ class WebhookAdapter:
     kind = IntegrationKind.WEBHOOK
 
     def verify_inbound(self, request: InboundRequest, ctx: IntegrationContext) -> None:
-        candidates = [
-            s
-            for s in (ctx.credentials.get("inbound_secret"), ctx.credentials.get("inbound_secret_previous"))
-            if s
-        ]
+        credentials = ctx.credentials
+        candidates = tuple(
+            s for s in (credentials.get("inbound_secret"), credentials.get("inbound_secret_previous")) if s
+        )
         if not candidates:
             raise Unauthenticated("this webhook integration has no inbound secret configured")
-        signing.verify(candidates, request.headers, request.body, now=ctx.clock().timestamp())
+        signing.verify_keys(
+            signing.secret_keys(candidates), request.headers, request.body, now=ctx.clock().timestamp()
+        )
 
     def event_id(self, request: InboundRequest) -> str:
         value = request.headers.get(signing.HEADER_ID)
