@@ -210,7 +210,7 @@ class Container:
             self.db,
             self.queue.publish,
             self.clock,
-            row_store=SqliteIngestStore(embedded_file, gate=self.db.write_gate, syncer=self.db.wal_syncer)
+            row_store=SqliteIngestStore(embedded_file, gate=self.db.write_gate)
             if embedded_file
             else PostgresIngestStore(postgres_dsn)
             if postgres_dsn

@@ -21,23 +21,25 @@ from chatgate.api.errors import status_for
 from chatgate.domain.errors import ChatgateError
 from chatgate.observability.metrics import ApiMetrics
 from chatgate.providers.base import InboundRequest
-from chatgate.services.inbound_gateway import InboundGateway
+from chatgate.services.inbound_gateway import DUPLICATE, STORED, InboundGateway
 
 log = logging.getLogger(__name__)
 ROUTE = "/in/{kind}/{public_id}"
 MAX_INBOUND_BYTES = 4 * 1024 * 1024
 
 
-def _json(status: int, body: dict[str, object]) -> tuple[int, bytes, bytes]:
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers
+
+
+def _json(status: int, body: dict[str, object]) -> Answer:
     content_type = b"application/json" if status < 400 else b"application/problem+json"
-    return status, json.dumps(body, separators=(",", ":")).encode(), content_type
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    return status, encoded, [(b"content-type", content_type), (b"content-length", str(len(encoded)).encode())]
 
 
 # The two answers nearly every provider request gets, encoded once.
-_STORED_BODY: dict[str, object] = {"ok": True, "duplicate": False}
-_DUPLICATE_BODY: dict[str, object] = {"ok": True, "duplicate": True}
-_STORED = _json(200, _STORED_BODY)
-_DUPLICATE = _json(200, _DUPLICATE_BODY)
+_STORED = _json(200, STORED.body)
+_DUPLICATE = _json(200, DUPLICATE.body)
 
 
 def inbound_target(scope: Scope) -> tuple[str, str] | None:
@@ -59,14 +61,8 @@ class InboundFastPath:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, kind: str, public_id: str) -> None:
         started = time.perf_counter()
-        status, body, content_type = await self._handle(scope, receive, kind, public_id)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-            }
-        )
+        status, body, headers = await self._handle(scope, receive, kind, public_id)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self._duration.observe(time.perf_counter() - started)
         if status == 200:
@@ -76,9 +72,7 @@ class InboundFastPath:
         if status >= 400:
             self.metrics.request_error_total.labels("POST", ROUTE, str(status)).inc()
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, kind: str, public_id: str
-    ) -> tuple[int, bytes, bytes]:
+    async def _handle(self, scope: Scope, receive: Receive, kind: str, public_id: str) -> Answer:
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -110,9 +104,9 @@ class InboundFastPath:
             return _json(
                 500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"}
             )
-        if outcome.status == 200 and outcome.body == _STORED_BODY:
+        if outcome is STORED:
             return _STORED
-        if outcome.status == 200 and outcome.body == _DUPLICATE_BODY:
+        if outcome is DUPLICATE:
             return _DUPLICATE
         return _json(outcome.status, outcome.body)
 

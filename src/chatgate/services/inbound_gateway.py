@@ -32,6 +32,11 @@ class InboundOutcome:
     body: dict[str, object]
 
 
+# The two answers nearly every request gets, made once (the fast path knows them by identity).
+STORED = InboundOutcome(200, {"ok": True, "duplicate": False})
+DUPLICATE = InboundOutcome(200, {"ok": True, "duplicate": True})
+
+
 class InboundGateway:
     def __init__(
         self,
@@ -89,7 +94,7 @@ class InboundGateway:
             headers=request.headers,
             body=request.body,
         )
-        return InboundOutcome(200, {"ok": True, "duplicate": not stored})
+        return STORED if stored else DUPLICATE
 
     async def _receive_split(
         self, kind: str, receiver: IntegrationRef, parts: dict[str, bytes], request: InboundRequest
@@ -126,4 +131,4 @@ class InboundGateway:
         )
 
 
-__all__ = ["ChatgateError", "InboundGateway", "InboundOutcome"]
+__all__ = ["DUPLICATE", "STORED", "ChatgateError", "InboundGateway", "InboundOutcome"]

@@ -216,10 +216,12 @@ class IngestWriter:
         for item in batch:
             if not item.future.done():
                 item.future.set_result(item.raw["id"] in stored)
-        if stored and self.row_store is None:
+        if stored and isinstance(stored, dict):
             self._publish(stored)  # (a row store's batch was published at its commit)
 
-    async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem]:
+    async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem] | set[str]:
+        """The raw ids stored new: with their queue items (published by the caller), or as a
+        set when the row store published them itself at its commit."""
         if self.row_store is not None:
             return await self._store_rows(self.row_store, batch)
         try:
@@ -233,7 +235,7 @@ class IngestWriter:
                     stored.update(await self._store_together([item]))
             return stored
 
-    async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> dict[str, QueueItem]:
+    async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> set[str]:
         self._batches += 1
         # The jobs are published at the commit, not once it is durable (the provider's answer
         # waits for that): the worker starts meanwhile, and its own commit's sync covers this
@@ -248,7 +250,7 @@ class IngestWriter:
             for item in batch:
                 with contextlib.suppress(*store.constraint_errors):
                     fresh.extend(await store.store([item.raw], self.clock(), self._publish_rows))
-        return _queue_items(fresh)
+        return {raw_id for raw_id, _, _ in fresh}
 
     def _publish_rows(self, fresh: Stored) -> None:
         if fresh:
