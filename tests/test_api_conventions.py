@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import Api
 
 
@@ -162,6 +164,25 @@ def test_ids_made_for_a_batch_sort_between_the_ids_made_around_them() -> None:
     assert len(set(made)) == 302
     assert all(i.startswith("raw_") and len(i) == 30 for i in batch)
     assert new_ids("raw", 0) == []
+
+
+def test_a_batch_of_ids_spells_each_value_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's shared head is only a shortcut: every id is the ULID text of its value, also
+    when the run carries past its low bits."""
+    from ulid import ULID
+
+    from chatgate.domain import ids
+
+    later_ms = (1 << 47) + 12345  # after now, so the next value continues from the state set here
+    for low_start in (0, (1 << 20) - 3):  # no carry, and a carry into the higher bits
+        random_part = (7 << 40) | low_start
+        first = (later_ms << 80) | random_part
+        monkeypatch.setattr(ids, "_last_ms", later_ms)
+        monkeypatch.setattr(ids, "_last_random", random_part - 1)
+        made = ids.new_ids("raw", 6)
+        assert [int(ULID.from_str(m.removeprefix("raw_").upper())) for m in made] == [
+            first + i for i in range(6)
+        ]
 
 
 def test_ids_are_the_ulid_text_of_their_value() -> None:

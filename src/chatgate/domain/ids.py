@@ -23,6 +23,7 @@ _RANDOM_BITS = 80
 # every inbound request, and a table lookup per pair is several times faster than the library.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_LOW_MASK = (1 << 20) - 1  # the bits of an id's last two pairs
 
 
 def _next_value() -> int:
@@ -64,8 +65,14 @@ def new_ids(prefix: str, count: int) -> list[str]:
     if count <= 0:
         return []
     first = _next_values(count)
-    head = prefix + "_"
-    return [head + _encode(first + i) for i in range(count)]
+    low = first & _LOW_MASK
+    if low + count - 1 > _LOW_MASK:  # the run carries into the higher bits: spell each in full
+        return [f"{prefix}_{_encode(first + i)}" for i in range(count)]
+    # Consecutive values differ only in their low 20 bits (the last two pairs): the rest is
+    # spelled once for the whole run.
+    head = f"{prefix}_{_encode(first)[:-4]}"
+    pairs = _PAIRS
+    return [head + pairs[value >> 10] + pairs[value & 0x3FF] for value in range(low, low + count)]
 
 
 def new_public_id() -> str:
