@@ -254,3 +254,45 @@ async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_
     finally:
         held.release()
         await writer.aclose()
+
+
+async def test_a_waiting_transaction_ends_the_stores_turn_at_the_gate(sqlite_api: Api) -> None:
+    """Batches join the store's turn at the write gate while nobody else waits; once a
+    transaction waits, later batches wait too, and the transaction goes first."""
+    tenant, integration, path, held = await ingest_target(sqlite_api)
+    held.hold = True
+    db = sqlite_api.container.db
+    store = SqliteIngestStore(path, gate=db.write_gate, sync_file=held)
+    tag = unique("turn")
+    now = datetime.now(UTC)
+    order: list[str] = []
+
+    async def batch(name: str) -> None:
+        await store.store([_row(tenant.id, integration["id"], f"{tag}-{name}")], now)
+        order.append(name)
+
+    async def transaction() -> None:
+        async with db.transaction() as session:
+            await session.execute(text("UPDATE tenants SET name = name WHERE id = :id"), {"id": tenant.id})
+            stored = _count(
+                path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%"
+            )
+        order.append(f"transaction after {stored} rows")
+
+    try:
+        first = asyncio.create_task(batch("a"))
+        await started(held)  # a is committed; its sync holds the store's thread
+        second = asyncio.create_task(batch("b"))  # joins the turn: queued behind a's sync
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(transaction())
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(batch("c"))  # a transaction waits: c does not join
+        await asyncio.sleep(0.05)
+        assert order == []
+        held.release()
+        await asyncio.wait_for(asyncio.gather(first, second, waiting, third), 10)
+    finally:
+        held.release()
+        await store.aclose()
+    # a and b (one turn) were in when the transaction ran; c waited for it.
+    assert set(order) == {"a", "b", "c", "transaction after 2 rows"}
