@@ -137,30 +137,13 @@ class _Batch:
     durable: asyncio.Future[None]
 
 
-class _Turn:
-    """The store's hold on the process's write gate: open while batches it let in are being
-    written by its thread; it ends (the gate passes on) when the last of them is committed."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.started: asyncio.Future[None] = loop.create_future()  # the gate is ours
-        self.ended: asyncio.Future[None] = loop.create_future()  # give it back
-        self.writing = 0  # batches let in and not yet committed
-        self.closing = False  # another writer waits: let no more batches in
-
-
 class SqliteIngestStore:
     """Stores each batch on a thread of its own, while the event loop holds the process's
     write gate for it (the loop's own SQLite writers queue behind it instead of meeting a busy
     database). The same thread then syncs the WAL (`wal_sync.py`) before the batch's requests
     are answered: the loop learns of the commit and of its sync from the thread directly,
     instead of handing the sync to another thread (each hand-off costs a wake-up and a wait
-    for the GIL, a millisecond under load).
-
-    Batches that arrive while the gate is the store's join its turn and go straight to the
-    thread, queued behind the one it is writing: the thread goes on without waiting for the
-    busy loop to notice each commit (about one loop iteration, a millisecond or more under
-    load) and to take the gate again. A turn lets no more batches in once another writer
-    waits, so the loop's own transactions are not starved."""
+    for the GIL, a millisecond under load)."""
 
     # Two batches side by side: the next one is formed and queued while the last one syncs.
     connections = 2
@@ -179,28 +162,23 @@ class SqliteIngestStore:
         self._directory_synced = False
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._turn: _Turn | None = None
-        self._holders: set[asyncio.Task[None]] = set()
 
     async def store(
         self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
     ) -> Stored:
         loop = asyncio.get_running_loop()
         batch = _Batch(loop, raw_event_values(rows, now), loop.create_future(), loop.create_future())
-        turn = await self._let_in()
-        turn.writing += 1
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="chatgate-ingest", daemon=True)
-            self._thread.start()
-        self._batches.put(batch)
-        try:
-            new_ids = await asyncio.shield(batch.committed)
-        except asyncio.CancelledError:
-            # The turn (the gate) lasts until the thread has committed the batch.
-            await asyncio.wait([batch.committed])
-            raise
-        finally:
-            self._written(turn)
+        async with self.gate.held_async(urgent=True):
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="chatgate-ingest", daemon=True)
+                self._thread.start()
+            self._batches.put(batch)
+            try:
+                new_ids = await asyncio.shield(batch.committed)
+            except asyncio.CancelledError:
+                # The gate stays held until the thread has committed the batch.
+                await asyncio.wait([batch.committed])
+                raise
         stored: Stored = [
             (raw_id, inbound_job_id(raw_id), str(row["tenant_id"]))
             for row in rows
@@ -210,51 +188,6 @@ class SqliteIngestStore:
             committed(stored)
         await batch.durable  # the gate is free meanwhile: others commit while the WAL syncs
         return stored
-
-    async def _let_in(self) -> _Turn:
-        """The store's current turn at the gate, once it holds the gate: joined while it lets
-        batches in, else a new one (after the closing one has ended)."""
-        while True:
-            turn = self._turn
-            if turn is None:
-                turn = self._turn = _Turn(asyncio.get_running_loop())
-                holder = asyncio.ensure_future(self._hold(turn))
-                self._holders.add(holder)
-                holder.add_done_callback(self._holders.discard)
-            if turn.started.done() and not turn.closing and self.gate.others_waiting():
-                turn.closing = True
-            if turn.closing:
-                await asyncio.shield(turn.ended)
-                continue
-            await asyncio.shield(turn.started)
-            if not turn.closing and not turn.ended.done():
-                return turn
-
-    async def _hold(self, turn: _Turn) -> None:
-        try:
-            async with self.gate.held_async(urgent=True):
-                turn.started.set_result(None)
-                await turn.ended
-        finally:
-            if self._turn is turn:
-                self._turn = None
-            if not turn.ended.done():  # cancelled while waiting for the gate (shutdown)
-                turn.ended.set_result(None)
-            if not turn.started.done():
-                turn.started.cancel()
-
-    def _written(self, turn: _Turn) -> None:
-        """A batch of `turn` is committed (or failed): the turn ends with its last batch."""
-        turn.writing -= 1
-        if turn.writing > 0:
-            if self.gate.others_waiting():
-                turn.closing = True
-            return
-        turn.closing = True
-        if self._turn is turn:
-            self._turn = None
-        if not turn.ended.done():
-            turn.ended.set_result(None)
 
     def _serve(self) -> None:
         """The store's thread: each batch committed, then synced, each step told to its loop."""
