@@ -432,3 +432,30 @@ async def test_rabbitmq_start_fails_on_bad_credentials(rabbit: RabbitMQServer) -
         await queue.start()
     assert f"127.0.0.1:{rabbit.port}" in caught.value.message
     assert "wr0ng-pw" not in str(caught.value)
+
+
+async def test_the_in_process_queue_keeps_a_bounded_backlog_for_a_topic_nobody_consumes() -> None:
+    """An API process whose workers run elsewhere publishes to no local consumer: it keeps at
+    most `max_unconsumed` items (their jobs wait in the database for the sweeper)."""
+    queue = InProcessQueue(max_unconsumed=5)
+    await queue.start()
+    await queue.publish("inbound", [QueueItem(f"job-{i}", "t") for i in range(3)])
+    await queue.publish("inbound", [QueueItem(f"job-{i}", "t") for i in range(3, 9)])
+    assert queue.dropped == {"inbound": 4}
+    received: list[str] = []
+
+    async def handler(item: QueueItem) -> None:
+        received.append(item.job_id)
+
+    consumer = asyncio.create_task(queue.consume("inbound", handler))
+    try:
+        await asyncio.sleep(0.05)
+        assert received == [f"job-{i}" for i in range(5)]  # the first five, in order
+        # With a consumer, nothing is dropped however many are published.
+        await queue.publish("inbound", [QueueItem(f"more-{i}", "t") for i in range(20)])
+        await asyncio.sleep(0.05)
+        assert len(received) == 25
+        assert queue.dropped == {"inbound": 4}
+    finally:
+        await queue.aclose()
+        await asyncio.wait_for(consumer, 5)

@@ -21,11 +21,19 @@ from chatgate.workers.queue import Handler, QueueItem
 log = logging.getLogger(__name__)
 
 
+# Items kept for a topic nobody in this process consumes (yet): a process whose workers run
+# elsewhere (`run_workers_in_api=false`) would otherwise keep every item it ever published.
+# Beyond it items are dropped; their jobs are in the database and the sweeper re-dispatches them.
+MAX_UNCONSUMED = 10_000
+
+
 class InProcessQueue:
-    def __init__(self) -> None:
+    def __init__(self, *, max_unconsumed: int = MAX_UNCONSUMED) -> None:
         self._topics: dict[str, asyncio.Queue[QueueItem | None]] = {}
         self._consumers: dict[str, int] = {}
         self._closed = False
+        self.max_unconsumed = max_unconsumed
+        self.dropped: dict[str, int] = {}  # items dropped per topic for want of a consumer
 
     def _queue(self, topic: str) -> asyncio.Queue[QueueItem | None]:
         queue = self._topics.get(topic)
@@ -46,8 +54,23 @@ class InProcessQueue:
             log.warning("queue closed: dropped %d item(s) for topic %s", len(items), topic)
             return
         queue = self._queue(topic)
+        if not self._consumers.get(topic):
+            room = max(0, self.max_unconsumed - queue.qsize())
+            if room < len(items):
+                self._drop(topic, len(items) - room)
+                items = items[:room]
         for item in items:
             queue.put_nowait(item)
+
+    def _drop(self, topic: str, count: int) -> None:
+        if not self.dropped.get(topic):
+            log.warning(
+                "no consumer of topic %s in this process: keeping %d items, dropping the rest "
+                "(the sweeper re-dispatches their jobs)",
+                topic,
+                self.max_unconsumed,
+            )
+        self.dropped[topic] = self.dropped.get(topic, 0) + count
 
     async def consume(self, topic: str, handler: Handler) -> None:
         queue = self._queue(topic)
