@@ -4,6 +4,9 @@
                                               [--profile ingest|process|deliver]
                                               [--profile-order cumulative] [--micro] [--statements]
 
+0. app: the same requests through the ASGI app (`create_app`, its inbound fast path), with the
+   HTTP server left out: what the app adds to uvicorn's own work per request (these events are
+   stored, then set aside: the later stages see only the next stage's own);
 1. ingest: `InboundGateway.receive` for signed Standard-Webhooks requests (authentication and
    the grouped SQLite commit), 64 at once like the HTTP bench's connections;
 2. process: the inbound worker's batches (`InboundProcessor.handle_batch`, `--process-batch` each);
@@ -55,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--process-batch", type=int, default=100, help="raw events per processing batch")
     parser.add_argument("--delivery-concurrency", type=int, default=200)
-    parser.add_argument("--profile", choices=["ingest", "process", "deliver"])
+    parser.add_argument("--profile", choices=["app", "ingest", "process", "deliver"])
     parser.add_argument(
         "--profile-order", default="tottime", help="cProfile sort key (tottime, cumulative, ...)"
     )
@@ -196,6 +199,57 @@ async def main(args: argparse.Namespace) -> None:
             }
             requests.append(InboundRequest("POST", f"http://127.0.0.1/in/webhook/{public_id}", headers, body))
 
+        from chatgate.app import create_app
+
+        app = create_app(container, manage_lifecycle=False)
+        inbound_path = ids["inbound_path"]
+
+        app_requests = []
+        for index in range(args.events):
+            message_id = f"app-{index}"
+            body = webhook_body(message_id, chat=f"chat-{index % 100}")
+            raw_headers = [
+                (b"host", b"127.0.0.1"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"webhook-id", message_id.encode()),
+                (b"webhook-timestamp", str(now).encode()),
+                (b"webhook-signature", sign(message_id, now, body).encode()),
+            ]
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "scheme": "http",
+                "path": inbound_path,
+                "root_path": "",
+                "query_string": b"",
+                "headers": raw_headers,
+                "server": ("127.0.0.1", 80),
+            }
+            app_requests.append((scope, {"type": "http.request", "body": body, "more_body": False}))
+
+        async def through_app() -> None:
+            slots = asyncio.Semaphore(64)
+
+            async def one(scope: dict[str, Any], message: dict[str, Any]) -> None:
+                answers: list[dict[str, Any]] = []
+
+                async def receive() -> dict[str, Any]:
+                    return message
+
+                async def send(answer: dict[str, Any]) -> None:
+                    answers.append(answer)
+
+                async with slots:
+                    await app(scope, receive, send)
+                if answers[0]["status"] != 200:
+                    raise RuntimeError(f"the app answered {answers}")
+
+            await asyncio.gather(*(one(scope, message) for scope, message in app_requests))
+            while len(queued.get("inbound", [])) < args.events:  # published just after commit
+                await asyncio.sleep(0.01)
+            queued.clear()  # stored; the stages below measure their own events
+
         async def ingest() -> None:
             slots = asyncio.Semaphore(64)
 
@@ -227,6 +281,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.statements:
             STATEMENTS.append(StatementLog(container.db.engine.sync_engine))
         settle_heap()  # as `chatgate serve` does once it has started
+        await measure("app", args.events, through_app, args.profile)
         await measure("ingest", args.events, ingest, args.profile)
         await measure("process", args.events, process, args.profile)
         await measure("deliver", args.events, deliver, args.profile)

@@ -186,9 +186,10 @@ def thread_cpu() -> str:
         found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
         if name == "main":
             system = int(fields[12]) / tick
-    return " ".join(
-        f"{name}={seconds:.1f}" for name, seconds in sorted(found.items(), key=lambda kv: -kv[1])
-    ) + f" (main in the kernel: {system:.1f})"
+    return (
+        " ".join(f"{name}={seconds:.1f}" for name, seconds in sorted(found.items(), key=lambda kv: -kv[1]))
+        + f" (main in the kernel: {system:.1f})"
+    )
 
 
 def main() -> None:
