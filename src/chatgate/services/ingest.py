@@ -216,24 +216,23 @@ class IngestWriter:
         for item in batch:
             if not item.future.done():
                 item.future.set_result(item.raw["id"] in stored)
-        if stored and isinstance(stored, dict):
-            self._publish(stored)  # (a row store's batch was published at its commit)
 
-    async def _store(self, batch: list[_Pending]) -> dict[str, QueueItem] | set[str]:
-        """The raw ids stored new: with their queue items (published by the caller), or as a
-        set when the row store published them itself at its commit."""
+    async def _store(self, batch: list[_Pending]) -> set[str]:
+        """The raw ids stored new, their inbound jobs published."""
         if self.row_store is not None:
-            return await self._store_rows(self.row_store, batch)
+            return await self._store_rows(self.row_store, batch)  # published at its commit
         try:
-            return await self._store_together(batch)
+            stored = await self._store_together(batch)
         except IntegrityError:
             # Another process stored one of these between our check and our insert: fall back
             # to one transaction per event so each gets its own answer.
-            stored: dict[str, QueueItem] = {}
+            stored = {}
             for item in batch:
                 with contextlib.suppress(IntegrityError):
                     stored.update(await self._store_together([item]))
-            return stored
+        if stored:
+            self._publish(stored)
+        return set(stored)
 
     async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> set[str]:
         self._batches += 1
