@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_ids
-from chatgate.services.ingest_sqlite import Committed, Stored
+from chatgate.services.ingest_sqlite import Committed, Stored, inbound_job_id
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -278,7 +278,8 @@ class IngestWriter:
                     continue
                 existing.add(key)
                 row = {**pending.raw, "received_at": now}
-                job = job_row("inbound", str(row["tenant_id"]), str(row["id"]), now)
+                raw_id = str(row["id"])
+                job = job_row("inbound", str(row["tenant_id"]), raw_id, now, job_id=inbound_job_id(raw_id))
                 fresh.append(row)
                 jobs.append(job)
                 items[str(row["id"])] = QueueItem(str(job["id"]), str(row["tenant_id"]))

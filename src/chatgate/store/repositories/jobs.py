@@ -39,10 +39,12 @@ def new_job(
     )
 
 
-def job_row(kind: str, tenant_id: str, subject_id: str, now: datetime) -> dict[str, object]:
+def job_row(
+    kind: str, tenant_id: str, subject_id: str, now: datetime, *, job_id: str | None = None
+) -> dict[str, object]:
     """The same as `new_job`, as a plain row for bulk inserts on the ingest path."""
     return {
-        "id": new_id("job"),
+        "id": job_id or new_id("job"),
         "kind": kind,
         "tenant_id": tenant_id,
         "subject_id": subject_id,
