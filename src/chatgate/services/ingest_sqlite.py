@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.store.sqlite_gate import SqliteWriteGate
-from chatgate.store.wal_sync import sync_directory, sync_wal
+from chatgate.store.wal_sync import WalFileSync, sync_wal
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -158,8 +158,7 @@ class SqliteIngestStore:
     ) -> None:
         self.path = path
         self.gate = gate or SqliteWriteGate()  # share the Database's, so its writers queue with ours
-        self._sync_file = sync_file
-        self._directory_synced = False
+        self._sync_wal = WalFileSync(path, sync_file)
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -210,10 +209,7 @@ class SqliteIngestStore:
     def _sync(self) -> BaseException | None:
         """fdatasync the WAL: every commit before it is durable (None), or why not."""
         try:
-            self._sync_file(self.path)
-            if not self._directory_synced:  # the WAL file's creation, once per process
-                sync_directory(self.path)
-                self._directory_synced = True
+            self._sync_wal()
         except BaseException:  # the batch's requests are answered 503
             log.exception("syncing the SQLite WAL failed")
             return ServiceUnavailable("the database could not be synced to disk; retry")

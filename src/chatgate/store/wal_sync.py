@@ -56,13 +56,29 @@ def sync_directory(path: str) -> None:
         os.close(fd)
 
 
+class WalFileSync:
+    """One durable point: fdatasync the WAL (every commit before it is then on disk), and the
+    first time also the directory, so the WAL file's own creation is durable."""
+
+    def __init__(self, database_path: str, sync_file: Callable[[str], None] = sync_wal) -> None:
+        self.database_path = database_path
+        self._sync_file = sync_file
+        self._directory_synced = False
+
+    def __call__(self) -> None:
+        self._sync_file(self.database_path)
+        if not self._directory_synced:
+            sync_directory(self.database_path)
+            self._directory_synced = True
+
+
 class WalSyncer:
     """Groups sync requests: one fdatasync at a time on a dedicated thread; requests made while
     one runs share the next. `sync` returns once every commit made before the call is durable."""
 
     def __init__(self, database_path: str, *, sync_file: Callable[[str], None] = sync_wal) -> None:
         self.database_path = database_path
-        self._sync_file = sync_file
+        self._sync_once = WalFileSync(database_path, sync_file)
         self._thread: threading.Thread | None = None
         # Rounds asked of the thread: the loop to answer on and the callers' future (None: stop).
         # A queue and `call_soon_threadsafe`, not `run_in_executor`: 24 µs of the loop's CPU per
@@ -71,7 +87,6 @@ class WalSyncer:
         self._requests = queue.SimpleQueue()
         self._next: asyncio.Future[None] | None = None  # the callers waiting for the next round
         self._running = False
-        self._directory_synced = False
         self.rounds = 0  # syncs made so far (tests and benchmarks read it)
 
     async def sync(self) -> None:
@@ -106,12 +121,6 @@ class WalSyncer:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(self._round_done, error, waiting)
-
-    def _sync_once(self) -> None:
-        self._sync_file(self.database_path)
-        if not self._directory_synced:  # the WAL file's creation, once per process
-            sync_directory(self.database_path)
-            self._directory_synced = True
 
     def _round_done(self, error: BaseException | None, waiting: asyncio.Future[None]) -> None:
         self._running = False
