@@ -13,7 +13,8 @@ from sqlalchemy import select
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
 from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_sqlite import SqliteIngestStore, headers_json, inbound_job_id
+from chatgate.services.ingest_rows import headers_json, inbound_job_id
+from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique

@@ -109,14 +109,26 @@ def _check_msg_id(msg_id: str) -> None:
         raise InvalidInput("webhook id must be non-empty printable ASCII without '.' or spaces")
 
 
-def _mac(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
-    return hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
+def _signed_content(msg_id: str, timestamp: str, body: bytes) -> bytes:
+    return f"{msg_id}.{timestamp}.".encode() + body
+
+
+def _mac(key: bytes, content: bytes) -> bytes:
+    # A copy of an HMAC with the key already absorbed skips the key schedule per message.
+    mac = _keyed(key).copy()
+    mac.update(content)
+    return mac.digest()
+
+
+def _missing(headers: Mapping[str, str]) -> Unauthenticated:
+    names = [n for n in _HEADER_NAMES if not headers.get(n)]
+    return Unauthenticated(f"missing webhook header(s): {', '.join(names)}")
 
 
 def sign(secret: Secret, msg_id: str, timestamp: int, body: bytes) -> str:
     """One `v1,<base64>` signature over `{msg_id}.{timestamp}.{body}`."""
     _check_msg_id(msg_id)
-    mac = _mac(_as_secret(secret).key, msg_id, str(int(timestamp)), body)
+    mac = _mac(_as_secret(secret).key, _signed_content(msg_id, str(int(timestamp)), body))
     return f"{SIGNATURE_VERSION},{base64.b64encode(mac).decode('ascii')}"
 
 
@@ -144,9 +156,8 @@ def _pick_headers(received: Mapping[str, str]) -> dict[str, str]:
         if lower in found and found[lower] != value:
             raise Unauthenticated(f"conflicting values for the {lower} header")
         found[lower] = value
-    missing = [n for n in _HEADER_NAMES if not found.get(n)]
-    if missing:
-        raise Unauthenticated(f"missing webhook header(s): {', '.join(missing)}")
+    if any(not found.get(n) for n in _HEADER_NAMES):
+        raise _missing(found)
     return found
 
 
@@ -183,7 +194,6 @@ def _v1_signatures(header: str) -> list[bytes]:
 
 @functools.lru_cache(maxsize=4096)
 def _keyed(key: bytes) -> hmac.HMAC:
-    # An HMAC with its key already absorbed: a copy per message skips the key schedule.
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
@@ -220,19 +230,16 @@ def verify_keys(
     raw_ts = headers.get(HEADER_TIMESTAMP)
     signature = headers.get(HEADER_SIGNATURE)
     if not msg_id or not raw_ts or not signature:
-        missing = [n for n in _HEADER_NAMES if not headers.get(n)]
-        raise Unauthenticated(f"missing webhook header(s): {', '.join(missing)}")
+        raise _missing(headers)
     if not keys:
         raise InvalidInput("at least one webhook secret is required")
     timestamp = _check_timestamp(raw_ts, now, tolerance)
     given = _v1_signatures(signature)
     if not given:
         raise Unauthenticated(f"{HEADER_SIGNATURE} has no {SIGNATURE_VERSION} signature")
-    signed = f"{msg_id}.{raw_ts}.".encode() + body
+    signed = _signed_content(msg_id, raw_ts, body)
     for key in keys:
-        mac = _keyed(key).copy()
-        mac.update(signed)
-        expected = mac.digest()
+        expected = _mac(key, signed)
         # Constant time per comparison; stopping at a match reveals only the outcome.
         for sig in given:
             if hmac.compare_digest(expected, sig):

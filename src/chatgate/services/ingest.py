@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_ids
-from chatgate.services.ingest_sqlite import Committed, Stored, inbound_job_id
+from chatgate.services.ingest_rows import Committed, Stored, inbound_job_id
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from chatgate.services.ingest_sqlite import Committed, Stored, headers_json, inbound_job_id
+from chatgate.services.ingest_rows import Committed, Stored, headers_json, inbound_job_id
 
 log = logging.getLogger(__name__)
 

@@ -20,42 +20,20 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TypeVar
 
 from chatgate.domain.errors import ServiceUnavailable
+from chatgate.services.ingest_rows import Committed, Stored, headers_json, inbound_job_id
 from chatgate.store.sqlite_gate import SqliteWriteGate
 from chatgate.store.wal_sync import WalFileSync, sync_wal
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# (raw event id, job id, tenant id) of each event stored new
-Stored = list[tuple[str, str, str]]
-Committed = Callable[[Stored], None]  # told what a batch stored once it is committed
-
-RAW_PREFIX = "raw_"
-JOB_PREFIX = "job_"
-
-
-def inbound_job_id(raw_id: str) -> str:
-    """The inbound job of a raw event shares its id's ULID (`raw_01…` → `job_01…`): unique
-    and in arrival order like the event's, and known without asking the database."""
-    return JOB_PREFIX + raw_id[len(RAW_PREFIX) :]
-
 
 def _stamp(value: datetime) -> str:
     """The text form SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-# The C encoder itself, made once: `json.dumps` builds one per call (a third of its cost for
-# a request's few headers). Same output as json.dumps(separators=(",", ":")).
-_encode_json = c_make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
-
-
-def headers_json(headers: dict[str, str]) -> str:
-    return "".join(_encode_json(headers, 0))
 
 
 _COLUMNS = 9  # SQLite allows 32,766 parameters per statement
