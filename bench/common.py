@@ -164,10 +164,25 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 60.0) -> None
 
 
 def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds used so far by `pid` (and its reaped children)."""
+    """User+system CPU seconds used so far by `pid` and its running child processes (the
+    SQLite ingest writer): a server's whole cost, whichever process does the work."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = (int(fields[11]) + int(fields[12])) / ticks
+    for child in _children(pid):
+        try:
+            total += cpu_seconds(child)
+        except OSError:  # exited meanwhile
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def main_thread_cpu_seconds(pid: int) -> float:

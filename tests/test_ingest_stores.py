@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
@@ -12,12 +14,14 @@ from sqlalchemy import select
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
+from chatgate.services import ingest_sqlite_writer
 from chatgate.services.ingest_postgres import PostgresIngestStore
 from chatgate.services.ingest_rows import headers_json, inbound_job_id
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
 from tests.conftest import Api, unique
+from tests.ingest_writer_sync import WriterSync
 from tests.webhook_helpers import webhook_integration
 
 
@@ -182,7 +186,8 @@ async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Ap
     path = _sqlite_path(sqlite_api)
     store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
     rows = [_row(tenant.id, integration["id"], unique("job")) for _ in range(5)]
-    now = datetime(2026, 11, 22, 1, 2, 3, 456789, tzinfo=UTC)
+    # Now (a job dispatched long ago would be the sweeper's to re-dispatch meanwhile).
+    now = datetime.now(UTC).replace(microsecond=456789)
     try:
         stored = await store.store(rows, now)
     finally:
@@ -194,7 +199,7 @@ async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Ap
             " FROM jobs WHERE subject_id IN (?, ?, ?, ?, ?) ORDER BY id",
             [r["id"] for r in rows],
         ).fetchall()
-    stamp = "2026-11-22 01:02:03.456789"
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S.456789")
     assert jobs == [
         (inbound_job_id(str(r["id"])), "inbound", tenant.id, r["id"], "pending", stamp, 0, stamp, stamp)
         for r in rows
@@ -247,7 +252,7 @@ async def test_a_batch_larger_than_one_statement_is_stored_in_one_transaction(sq
 
 
 async def test_the_event_loop_runs_on_while_a_batch_waits_for_the_database(sqlite_api: Api) -> None:
-    """The batch's statement runs on the store's thread: while another process holds SQLite's
+    """The batch's statement runs in the writer process: while another process holds SQLite's
     write lock, the batch waits there (busy timeout) and the loop keeps serving."""
     tenant = await sqlite_api.tenant()
     integration = await webhook_integration(sqlite_api, tenant)
@@ -277,3 +282,93 @@ async def test_the_event_loop_runs_on_while_a_batch_waits_for_the_database(sqlit
         ticking.cancel()
         blocker.close()
         await store.aclose()
+
+
+async def test_a_writer_that_dies_fails_its_batch_and_the_next_batch_starts_another(
+    sqlite_api: Api, tmp_path: Any
+) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    held = WriterSync(tmp_path)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate, command=held.command(path))
+    tag = unique("dies")
+    held.hold()
+    try:
+        first = asyncio.create_task(
+            store.store([_row(tenant.id, integration["id"], f"{tag}-1")], datetime.now(UTC))
+        )
+        await held.started()  # committed, waiting for its sync
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ServiceUnavailable, match="writer process stopped"):
+            await asyncio.wait_for(first, 10)
+        held.release()
+        # The provider retries: the event was committed before the writer died, so it is a duplicate.
+        again = [
+            _row(tenant.id, integration["id"], f"{tag}-1"),
+            _row(tenant.id, integration["id"], f"{tag}-2"),
+        ]
+        stored = await asyncio.wait_for(store.store(again, datetime.now(UTC)), 10)
+        assert [raw_id for raw_id, _, _ in stored] == [again[1]["id"]]
+        assert store.writer_pid not in (None, pid)
+    finally:
+        held.release()
+        await store.aclose()
+    assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%") == 2
+
+
+async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(sqlite_api: Api) -> None:
+    """A Ctrl-C or a service manager's SIGTERM to the whole process group must not cut the
+    batches in flight: the writer stops when the server closes its pipe."""
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    store = SqliteIngestStore(_sqlite_path(sqlite_api), gate=sqlite_api.container.db.write_gate)
+    try:
+        await store.store([_row(tenant.id, integration["id"], unique("a"))], datetime.now(UTC))
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        stored = await store.store([_row(tenant.id, integration["id"], unique("b"))], datetime.now(UTC))
+        assert len(stored) == 1
+        assert store.writer_pid == pid
+    finally:
+        await store.aclose()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped
+    assert store.writer_pid is None
+
+
+async def test_a_writer_that_cannot_start_answers_503(sqlite_api: Api, tmp_path: Any) -> None:
+    writer = sqlite_api.container.ingest
+    working = writer.row_store
+    path = _sqlite_path(sqlite_api)
+    writer.row_store = SqliteIngestStore(path, command=[str(tmp_path / "no-such-python"), "-m", "x"])
+    try:
+        with pytest.raises(ServiceUnavailable, match="retry"):
+            await writer.submit(
+                tenant_id="t",
+                integration_id="i",
+                kind="webhook",
+                provider_event_id="x",
+                headers={},
+                body=b"{}",
+            )
+    finally:
+        await writer.row_store.aclose()
+        writer.row_store = working
+
+
+def test_frames_are_read_whole_from_any_chunks() -> None:
+    frames = [(ingest_sqlite_writer.BATCH, ingest_sqlite_writer.encode(["raw_1", b"\x00body", None]))]
+    frames += [(ingest_sqlite_writer.DURABLE, b""), (ingest_sqlite_writer.COMMITTED, b"x" * 70_000)]
+    stream = b"".join(ingest_sqlite_writer.frame(kind, payload) for kind, payload in frames)
+    for size in (1, 3, 5, 4096, len(stream)):
+        reader = ingest_sqlite_writer.FrameReader()
+        got: list[tuple[bytes, bytes]] = []
+        for start in range(0, len(stream), size):
+            got += reader.feed(stream[start : start + size])
+        assert got == frames, size
+    assert ingest_sqlite_writer.decode(frames[0][1]) == ["raw_1", b"\x00body", None]

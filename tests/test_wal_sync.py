@@ -23,6 +23,7 @@ from chatgate.store.db import sqlite_file
 from chatgate.store.wal_sync import WalSyncer, sync_wal
 from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle, unique
+from tests.ingest_writer_sync import WriterSync
 from tests.test_ingest_stores import _count, _row
 from tests.webhook_helpers import eventually, webhook_integration
 
@@ -156,30 +157,31 @@ async def test_a_transaction_returns_only_after_its_commit_is_synced(sqlite_api:
         assert held.calls >= 1
 
 
-async def ingest_target(api: Api) -> tuple[TenantHandle, dict[str, Any], str, HeldSync]:
-    """A tenant's webhook integration, the database file, and a WAL sync the test controls."""
+async def ingest_target(api: Api, control: Path) -> tuple[TenantHandle, dict[str, Any], str, WriterSync]:
+    """A tenant's webhook integration, the database file, and the ingest writer's WAL sync,
+    which the test controls."""
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
     path = sqlite_file(api.container.settings.effective_database_url)
     assert path is not None
-    return tenant, integration, path, HeldSync()
+    return tenant, integration, path, WriterSync(control)
 
 
-async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) -> None:
-    tenant, integration, path, held = await ingest_target(sqlite_api)
-    held.hold = True
+async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api, tmp_path: Path) -> None:
+    tenant, integration, path, held = await ingest_target(sqlite_api, tmp_path)
+    held.hold()
     db = sqlite_api.container.db
-    store = SqliteIngestStore(path, gate=db.write_gate, sync_file=held)
+    store = SqliteIngestStore(path, gate=db.write_gate, command=held.command(path))
     tag = unique("e")
     now = datetime.now(UTC)
     try:
         first = asyncio.create_task(store.store([_row(tenant.id, integration["id"], f"{tag}-1")], now))
-        await started(held)
+        await held.started()
         await asyncio.sleep(0.05)
         assert not first.done()  # stored, not yet durable: no answer
         assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id = ?", f"{tag}-1") == 1
         # The write gate is free meanwhile: the loop's own transactions commit beside the sync,
-        # and the next batch is queued for the store's thread.
+        # and the next batch is sent to the writer.
         async with db.transaction() as session:
             await session.execute(text("UPDATE tenants SET name = name WHERE id = :id"), {"id": tenant.id})
         second = asyncio.create_task(store.store([_row(tenant.id, integration["id"], f"{tag}-2")], now))
@@ -195,10 +197,12 @@ async def test_an_ingest_batch_is_answered_only_after_its_sync(sqlite_api: Api) 
         await store.aclose()
 
 
-async def ingest_writer(api: Api) -> tuple[str, HeldSync, IngestWriter, dict[str, Any], list[QueueItem]]:
+async def ingest_writer(
+    api: Api, control: Path
+) -> tuple[str, WriterSync, IngestWriter, dict[str, Any], list[QueueItem]]:
     """An IngestWriter on the database file with a WAL sync the test controls, an event for it
     to store, and the inbound jobs it publishes."""
-    tenant, integration, path, held = await ingest_target(api)
+    tenant, integration, path, held = await ingest_target(api, control)
     published: list[QueueItem] = []
 
     async def publish(topic: str, items: list[QueueItem]) -> None:
@@ -206,7 +210,7 @@ async def ingest_writer(api: Api) -> tuple[str, HeldSync, IngestWriter, dict[str
         published.extend(items)
 
     db = api.container.db
-    store = SqliteIngestStore(path, gate=db.write_gate, sync_file=held)
+    store = SqliteIngestStore(path, gate=db.write_gate, command=held.command(path))
     writer = IngestWriter(db, publish, api.container.clock, row_store=store)
     event = {
         "tenant_id": tenant.id,
@@ -219,16 +223,18 @@ async def ingest_writer(api: Api) -> tuple[str, HeldSync, IngestWriter, dict[str
     return path, held, writer, event, published
 
 
-async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sqlite_api: Api) -> None:
-    path, held, writer, event, published = await ingest_writer(sqlite_api)
-    held.fail = OSError(5, "Input/output error")
+async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(
+    sqlite_api: Api, tmp_path: Path
+) -> None:
+    path, held, writer, event, published = await ingest_writer(sqlite_api, tmp_path)
+    held.fail("Input/output error")
     try:
         with pytest.raises(ServiceUnavailable, match="retry"):
             await writer.submit(**event)  # type: ignore[arg-type]
         # Committed, so its job was dispatched at the commit: the worker's own commit is synced
         # before anything leaves the gateway, and that sync covers this one's.
         assert len(published) == 1
-        held.fail = None
+        held.fail(None)
         assert await writer.submit(**event) is False  # type: ignore[arg-type]  # the provider's retry: stored once
         count = _count(
             path, "SELECT count(*) FROM raw_events WHERE provider_event_id = ?", event["provider_event_id"]
@@ -239,13 +245,13 @@ async def test_a_failed_sync_answers_503_and_the_retry_finds_the_event_stored(sq
 
 
 async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_for_the_sync(
-    sqlite_api: Api,
+    sqlite_api: Api, tmp_path: Path
 ) -> None:
-    _, held, writer, event, published = await ingest_writer(sqlite_api)
-    held.hold = True
+    _, held, writer, event, published = await ingest_writer(sqlite_api, tmp_path)
+    held.hold()
     try:
         answer = asyncio.create_task(writer.submit(**event))  # type: ignore[arg-type]
-        await started(held)
+        await held.started()
         await eventually(lambda: len(published) == 1, timeout=5)  # dispatched while the sync runs
         assert not answer.done()  # the provider's answer waits for the sync
         held.release()

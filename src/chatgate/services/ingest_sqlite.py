@@ -1,12 +1,10 @@
-"""The embedded default's ingest store: one stdlib-sqlite3 statement per batch, on a thread.
+"""The embedded default's ingest store: each batch written by a process of its own.
 
-A batch of raw events goes in as one multi-row `INSERT OR IGNORE`, autocommitted; a TEMP
-trigger on the store's own connection adds each new event's inbound job in the same statement.
-One statement means one call into SQLite, which releases the GIL for the whole insert and
-commit: the rows' B-tree work (nine per event) runs beside the event loop instead of on it,
-and the store's thread needs the GIL back only once per batch (a thread that made several
-calls had to win it back from the busy loop after each one, up to the 5-ms switch interval
-each time).
+A batch of raw events goes to the writer process (`ingest_sqlite_writer.py`) as one frame on a
+pipe; the writer inserts it as one multi-row `INSERT OR IGNORE` (a TEMP trigger on its
+connection adds each new event's inbound job in the same statement), tells the commit, syncs
+the WAL and tells that. The rows' B-tree work (nine per event) and the sync run beside the
+event loop, and, unlike on a thread, without ever taking the server's GIL from it.
 """
 
 from __future__ import annotations
@@ -14,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from chatgate.domain.errors import ServiceUnavailable
+from chatgate.services import ingest_sqlite_writer as writer
 from chatgate.services.ingest_rows import Committed, Stored, headers_json, inbound_job_id
 from chatgate.store.sqlite_gate import SqliteWriteGate
-from chatgate.store.wal_sync import WalFileSync, sync_wal
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -34,29 +31,6 @@ _T = TypeVar("_T")
 def _stamp(value: datetime) -> str:
     """The text form SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-_COLUMNS = 9  # SQLite allows 32,766 parameters per statement
-_ROWS_PER_STATEMENT = 1000
-_RAW_INSERT = (
-    "INSERT OR IGNORE INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id,"
-    " headers, body, status, received_at) VALUES "
-)
-# On the store's connection only (TEMP): every raw event it inserts gets its inbound job, in
-# the same statement. Other connections (the ORM, tools) are not affected.
-# The job id is `inbound_job_id(NEW.id)`: 'job_' and the raw id after its 4-character prefix.
-_JOB_TRIGGER = (
-    "CREATE TEMP TRIGGER IF NOT EXISTS ingest_inbound_job AFTER INSERT ON main.raw_events BEGIN"
-    " INSERT INTO jobs (id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at,"
-    " created_at) VALUES ('job_' || substr(NEW.id, 5), 'inbound',"
-    " NEW.tenant_id, NEW.id, 'pending', NEW.received_at, 0, NEW.received_at, NEW.received_at);"
-    " END"
-)
-
-
-def _placeholders(rows: int) -> str:
-    row = "(" + ",".join("?" * _COLUMNS) + ")"
-    return ",".join([row] * rows)
 
 
 def raw_event_values(rows: Sequence[dict[str, object]], now: datetime) -> list[object]:
@@ -78,82 +52,133 @@ def raw_event_values(rows: Sequence[dict[str, object]], now: datetime) -> list[o
     return values
 
 
-def insert_batch(connection: sqlite3.Connection, values: list[object]) -> set[str]:
-    """Insert the raw events not stored yet (and, by the trigger, their jobs); the ids of the
-    new ones. Usually all are new, which the row count shows without a query."""
-    rows = len(values) // _COLUMNS
-    ids = [str(values[i]) for i in range(0, len(values), _COLUMNS)]
-    if rows <= _ROWS_PER_STATEMENT:
-        inserted = connection.execute(_RAW_INSERT + _placeholders(rows), values).rowcount
-        if inserted == rows:  # the common case: one call, one statement, committed
-            return set(ids)
-    else:  # larger than one statement takes: one transaction around several
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            step = _ROWS_PER_STATEMENT * _COLUMNS
-            for start in range(0, len(values), step):
-                chunk = values[start : start + step]
-                connection.execute(_RAW_INSERT + _placeholders(len(chunk) // _COLUMNS), chunk)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-    found: set[str] = set()
-    for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-        chunk_ids = ids[start : start + _ROWS_PER_STATEMENT]
-        marks = ",".join("?" * len(chunk_ids))  # placeholders only: the ids are bound
-        query = "SELECT id FROM raw_events WHERE id IN (" + marks + ")"  # noqa: S608
-        found.update(str(row[0]) for row in connection.execute(query, chunk_ids))
-    return found
-
-
 @dataclass(slots=True)
 class _Batch:
-    loop: asyncio.AbstractEventLoop
-    values: list[object]
     committed: asyncio.Future[set[str]]  # the raw ids stored new
     durable: asyncio.Future[None]
 
 
+class _WriterPipe(asyncio.SubprocessProtocol):
+    """The server's end of one writer process: batches sent in order, and its answers, which
+    come in the same order, settled on each batch's futures."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.exited = False  # the writer is gone, or can no longer answer
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._frames = writer.FrameReader()
+        self._batches: deque[_Batch] = deque()  # sent and not yet durable (or failed)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+
+    def send(self, values: list[object], batch: _Batch) -> None:
+        pipe = self.transport.get_pipe_transport(0) if self.transport is not None else None
+        stdin = cast(asyncio.WriteTransport | None, pipe)
+        if self.exited or stdin is None or stdin.is_closing():
+            raise ServiceUnavailable("the ingest writer process has stopped; retry")
+        self._batches.append(batch)
+        stdin.write(writer.frame(writer.BATCH, writer.encode(values)))
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        for kind, payload in self._frames.feed(data):
+            if not self._batches:
+                log.error("the ingest writer answered a batch it was not sent (%r)", kind)
+                continue
+            batch = self._batches[0]
+            if kind == writer.COMMITTED:
+                _settle(batch.committed, set(writer.decode(payload)))
+                continue
+            self._batches.popleft()
+            if kind == writer.DURABLE:
+                _settle(batch.durable, None)
+            elif kind == writer.NOT_COMMITTED:
+                name, message = writer.decode(payload)
+                _settle(batch.committed, _not_committed(name, message))
+            else:  # SYNC_FAILED: committed, durability unknown; the provider's retry is a duplicate
+                log.error("syncing the SQLite WAL failed: %s", payload.decode(errors="replace"))
+                _settle(batch.durable, ServiceUnavailable("the database could not be synced to disk; retry"))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:  # its stdout: whatever it does now, it cannot answer
+            self._stopped()
+
+    def process_exited(self) -> None:
+        self._stopped()
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def _stopped(self) -> None:
+        self.exited = True
+        error = ServiceUnavailable("the ingest writer process stopped; retry")
+        while self._batches:
+            batch = self._batches.popleft()
+            _settle(batch.committed, error)  # stored or not: the provider's retry will tell
+            _settle(batch.durable, error)
+
+    async def aclose(self) -> None:
+        if self.transport is None:
+            return
+        stdin = self.transport.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.close()  # the writer finishes what it was sent and exits
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.gone), 10)
+        if self.transport.get_returncode() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.transport.kill()
+        self.transport.close()
+
+
+def _not_committed(name: str, message: str) -> BaseException:
+    if name == "IntegrityError":  # a row the database refused: the writer stores the others alone
+        return sqlite3.IntegrityError(message)
+    log.error("the ingest writer could not store a batch: %s: %s", name, message)
+    return sqlite3.OperationalError(f"{name}: {message}")
+
+
+def _settle(future: asyncio.Future[_T], outcome: _T | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class SqliteIngestStore:
-    """Stores each batch on a thread of its own, while the event loop holds the process's
+    """Stores each batch through the writer process, while the event loop holds the process's
     write gate for it (the loop's own SQLite writers queue behind it instead of meeting a busy
-    database). The same thread then syncs the WAL (`wal_sync.py`) before the batch's requests
-    are answered: the loop learns of the commit and of its sync from the thread directly,
-    instead of handing the sync to another thread (each hand-off costs a wake-up and a wait
-    for the GIL, a millisecond under load)."""
+    database). The writer syncs the WAL before the batch's requests are answered; the gate is
+    free meanwhile. The writer is started with the first batch, and again after it stopped
+    (the batches it had are answered 503: their providers retry, and meet a duplicate if it
+    had stored them)."""
 
     # Two batches side by side: the next one is formed and queued while the last one syncs.
     connections = 2
     constraint_errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
 
     def __init__(
-        self,
-        path: str,
-        *,
-        gate: SqliteWriteGate | None = None,
-        sync_file: Callable[[str], None] = sync_wal,
+        self, path: str, *, gate: SqliteWriteGate | None = None, command: Sequence[str] | None = None
     ) -> None:
         self.path = path
         self.gate = gate or SqliteWriteGate()  # share the Database's, so its writers queue with ours
-        self._sync_wal = WalFileSync(path, sync_file)
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.command = list(command) if command is not None else writer.command(path)
+        self._pipe: _WriterPipe | None = None  # started by the first batch (in the gate)
 
     async def store(
         self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
     ) -> Stored:
         loop = asyncio.get_running_loop()
-        batch = _Batch(loop, raw_event_values(rows, now), loop.create_future(), loop.create_future())
+        values = raw_event_values(rows, now)
+        batch = _Batch(loop.create_future(), loop.create_future())
         async with self.gate.held_async(urgent=True):
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="chatgate-ingest", daemon=True)
-                self._thread.start()
-            self._batches.put(batch)
+            pipe = await self._writer()
+            pipe.send(values, batch)
             try:
                 new_ids = await asyncio.shield(batch.committed)
             except asyncio.CancelledError:
-                # The gate stays held until the thread has committed the batch.
+                # The gate stays held until the writer has committed the batch.
                 await asyncio.wait([batch.committed])
                 raise
         stored: Stored = [
@@ -166,63 +191,32 @@ class SqliteIngestStore:
         await batch.durable  # the gate is free meanwhile: others commit while the WAL syncs
         return stored
 
-    def _serve(self) -> None:
-        """The store's thread: each batch committed, then synced, each step told to its loop."""
-        connection: sqlite3.Connection | None = None
-        while (batch := self._batches.get()) is not None:
-            try:
-                connection = connection or _connect(self.path)
-                new_ids = insert_batch(connection, batch.values)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting batch
-                if connection is not None and not isinstance(exc, sqlite3.IntegrityError):
-                    connection.close()  # the next batch starts from a fresh connection
-                    connection = None
-                _tell(batch.loop, batch.committed, exc)
-                continue
-            _tell(batch.loop, batch.committed, new_ids)
-            _tell(batch.loop, batch.durable, self._sync())
-        if connection is not None:
-            connection.close()
-
-    def _sync(self) -> BaseException | None:
-        """fdatasync the WAL: every commit before it is durable (None), or why not."""
+    async def _writer(self) -> _WriterPipe:
+        pipe = self._pipe
+        if pipe is not None and not pipe.exited:
+            return pipe
+        if pipe is not None:
+            log.warning("the ingest writer process stopped; starting another")
+            self._pipe = None
         try:
-            self._sync_wal()
-        except BaseException:  # the batch's requests are answered 503
-            log.exception("syncing the SQLite WAL failed")
-            return ServiceUnavailable("the database could not be synced to disk; retry")
-        return None
+            _, pipe = await asyncio.get_running_loop().subprocess_exec(
+                _WriterPipe, *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            log.exception("could not start the ingest writer process")
+            raise ServiceUnavailable("the ingest writer process could not start; retry") from exc
+        self._pipe = pipe
+        return pipe
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid, while it runs."""
+        pipe = self._pipe
+        if pipe is None or pipe.exited or pipe.transport is None:
+            return None
+        return pipe.transport.get_pid()
 
     async def aclose(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._batches.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-
-
-def _tell(loop: asyncio.AbstractEventLoop, future: asyncio.Future[_T], outcome: _T | BaseException) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-        loop.call_soon_threadsafe(_settle, future, outcome)
-
-
-def _settle(future: asyncio.Future[_T], outcome: _T | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")  # synced by the WalSyncer, off the loop
-        connection.execute("PRAGMA busy_timeout=10000")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(_JOB_TRIGGER)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            await pipe.aclose()
