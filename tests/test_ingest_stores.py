@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
+from chatgate.domain.integrations import IntegrationKind
 from chatgate.services import ingest_sqlite_writer
 from chatgate.services.ingest_postgres import PostgresIngestStore
 from chatgate.services.ingest_rows import headers_json, inbound_job_id
@@ -372,3 +373,26 @@ def test_frames_are_read_whole_from_any_chunks() -> None:
             got += reader.feed(stream[start : start + size])
         assert got == frames, size
     assert ingest_sqlite_writer.decode(frames[0][1]) == ["raw_1", b"\x00body", None]
+
+
+async def test_enum_kinds_and_bytearray_bodies_reach_the_writer_as_plain_values(sqlite_api: Api) -> None:
+    """The writer's pipe carries plain str and bytes: a StrEnum kind or a bytearray body (what
+    some adapters hand over) must be stored, not refused."""
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
+    row = _row(tenant.id, integration["id"], unique("plain"))
+    row["kind"] = IntegrationKind.WEBHOOK
+    row["body"] = bytearray(b'{"a":1}')
+    try:
+        assert len(await store.store([row], datetime.now(UTC))) == 1
+    finally:
+        await store.aclose()
+    stored = _count(
+        path,
+        "SELECT count(*) FROM raw_events WHERE id = ? AND kind = 'webhook' AND body = ?",
+        row["id"],
+        b'{"a":1}',
+    )
+    assert stored == 1

@@ -86,7 +86,8 @@ class InboundFastPath:
                 return _json(413, {"detail": f"the body is larger than {MAX_INBOUND_BYTES} bytes"})
             chunks.append(chunk)
             more = message.get("more_body", False)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # ASGI servers give header names lower-cased (the ASGI spec requires it).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request = InboundRequest(
             method="POST",
             url=_url(scope, headers),

@@ -7,13 +7,15 @@ store the raw event durably; the 200 is sent only after the commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ChatgateError, NotFound, Unauthenticated
 from chatgate.domain.integrations import IntegrationStatus
 from chatgate.observability.metrics import ApiMetrics
-from chatgate.providers.base import InboundRequest, IntegrationContext, IntegrationRef
+from chatgate.providers.base import InboundRequest, IntegrationContext, IntegrationRef, ProviderAdapter
 from chatgate.providers.registry import AdapterRegistry
 from chatgate.services.ingest import IngestWriter
 from chatgate.services.integration_cache import CachedIntegration, IntegrationCache
@@ -37,6 +39,12 @@ STORED = InboundOutcome(200, {"ok": True, "duplicate": False})
 DUPLICATE = InboundOutcome(200, {"ok": True, "duplicate": True})
 
 
+class _Prepared(NamedTuple):
+    adapter: ProviderAdapter
+    context: IntegrationContext
+    splitter: Callable[[bytes], dict[str, bytes]] | None  # WhatsApp Cloud: one part per number
+
+
 class InboundGateway:
     def __init__(
         self,
@@ -53,36 +61,43 @@ class InboundGateway:
         self.contexts = contexts
         self.clock = clock
         self.metrics = metrics
-        # The adapter context of each cached integration entry, built once per entry (a new
-        # entry, after the cache's TTL or a change, gets a new context).
-        self._contexts: dict[str, tuple[CachedIntegration, IntegrationContext]] = {}
+        # What a request needs of each cached integration entry, made once per entry (a new
+        # entry, after the cache's TTL or a change, gets it anew).
+        self._prepared: dict[str, tuple[CachedIntegration, _Prepared]] = {}
 
-    def _context(self, integration: CachedIntegration) -> IntegrationContext:
-        known = self._contexts.get(integration.ref.id)
+    def _prepare(self, integration: CachedIntegration) -> _Prepared:
+        known = self._prepared.get(integration.ref.id)
         if known is not None and known[0] is integration:
             return known[1]
-        context = self.contexts.build(integration.ref, integration.credentials)
-        if len(self._contexts) >= self.cache.max_entries:
-            self._contexts.clear()  # entries of integrations long gone; rebuilt on demand
-        self._contexts[integration.ref.id] = (integration, context)
-        return context
+        if integration.status == IntegrationStatus.DISABLED:
+            raise NotFound("this integration is disabled")
+        adapter = self.adapters.get(integration.ref.kind)
+        prepared = _Prepared(
+            adapter,
+            self.contexts.build(integration.ref, integration.credentials),
+            getattr(adapter, "split_by_phone_number", None),
+        )
+        if len(self._prepared) >= self.cache.max_entries:
+            self._prepared.clear()  # entries of integrations long gone; made again on demand
+        self._prepared[integration.ref.id] = (integration, prepared)
+        return prepared
+
+    async def _integration(self, kind: str, public_id: str) -> CachedIntegration:
+        if not self.adapters.supports(kind):
+            raise NotFound(f"no inbound endpoint for '{kind}'")
+        return await self.cache.by_public_id(kind, public_id)
 
     async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
         kind = KIND_ALIASES.get(kind, kind)
-        if not self.adapters.supports(kind):
-            raise NotFound(f"no inbound endpoint for '{kind}'")
-        integration = await self.cache.by_public_id(kind, public_id)
-        if integration.status == IntegrationStatus.DISABLED:
-            raise NotFound("this integration is disabled")
-        adapter = self.adapters.get(kind)
-        context = self._context(integration)
+        # A fresh cache entry needs no coroutine (its kind was supported when it was made).
+        integration = self.cache.fresh(kind, public_id) or await self._integration(kind, public_id)
+        adapter, context, splitter = self._prepare(integration)
         try:
             adapter.verify_inbound(request, context)
         except Unauthenticated:
             self.metrics.inbound_rejected_total.labels(kind).inc()
             log.warning("inbound request for %s %s failed authentication", kind, integration.ref.id)
             raise
-        splitter = getattr(adapter, "split_by_phone_number", None)
         if splitter is not None:
             return await self._receive_split(kind, integration.ref, splitter(request.body), request)
         event_id = adapter.event_id(request)

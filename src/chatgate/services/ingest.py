@@ -102,6 +102,7 @@ class IngestWriter:
         self._closed = False
         self._batches = 0
         self._publishing: set[asyncio.Task[None]] = set()
+        self._running_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def batches(self) -> int:
@@ -151,11 +152,18 @@ class IngestWriter:
             "body": body,
             "status": "pending",
         }
-        pending = _Pending(raw, asyncio.get_running_loop().create_future())
+        pending = _Pending(raw, self._loop().create_future())
         self._waiting.append(pending)
         if len(self._storing) < self.batches_in_flight and self._starting is None:
             self._flush()
         return await pending.future
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # Kept: on Python 3.11 each `get_running_loop()` costs a getpid() system call.
+        loop = self._running_loop
+        if loop is None or loop.is_closed():
+            loop = self._running_loop = asyncio.get_running_loop()
+        return loop
 
     def _publish(self, stored: dict[str, QueueItem]) -> None:
         # Publishing is best effort (the sweeper covers losses); a slow broker must not

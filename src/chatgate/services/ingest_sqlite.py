@@ -34,18 +34,19 @@ def _stamp(value: datetime) -> str:
 
 
 def raw_event_values(rows: Sequence[dict[str, object]], now: datetime) -> list[object]:
-    """The batch's INSERT parameters, row after row."""
+    """The batch's INSERT parameters, row after row, as plain `str` and `bytes` (what the
+    writer's `marshal` carries: no enum or other subclass of them)."""
     stamp = _stamp(now)
     values: list[object] = []
     for row in rows:
         values += (
-            row["id"],
-            row["tenant_id"],
-            row["integration_id"],
-            row["kind"],
-            row["provider_event_id"],
+            str(row["id"]),
+            str(row["tenant_id"]),
+            str(row["integration_id"]),
+            str(row["kind"]),
+            str(row["provider_event_id"]),
             headers_json(row["headers"]),  # type: ignore[arg-type]
-            row["body"],
+            bytes(row["body"]),  # type: ignore[call-overload]
             "pending",
             stamp,
         )
@@ -77,8 +78,9 @@ class _WriterPipe(asyncio.SubprocessProtocol):
         stdin = cast(asyncio.WriteTransport | None, pipe)
         if self.exited or stdin is None or stdin.is_closing():
             raise ServiceUnavailable("the ingest writer process has stopped; retry")
+        data = writer.frame(writer.BATCH, writer.encode(values))  # before it is counted as sent
         self._batches.append(batch)
-        stdin.write(writer.frame(writer.BATCH, writer.encode(values)))
+        stdin.write(data)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         for kind, payload in self._frames.feed(data):

@@ -43,6 +43,13 @@ class IntegrationCache:
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, CachedIntegration]] = OrderedDict()
 
+    def fresh(self, kind: str, public_id: str) -> CachedIntegration | None:
+        """The cached entry while it is fresh, without a coroutine (the inbound hot path)."""
+        hit = self._entries.get((kind, public_id))
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        return None
+
     async def by_public_id(self, kind: str, public_id: str) -> CachedIntegration:
         key = (kind, public_id)
         hit = self._entries.get(key)
