@@ -20,7 +20,6 @@ from chatgate.domain.errors import ServiceUnavailable
 from chatgate.services.ingest import IngestWriter
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
-from chatgate.store.sqlite_gate import SqliteWriteGate
 from chatgate.store.wal_sync import WalSyncer, sync_wal
 from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle, unique
@@ -261,75 +260,3 @@ async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_
     finally:
         held.release()
         await writer.aclose()
-
-
-async def test_batches_waiting_during_a_sync_are_committed_together_and_share_the_next_sync(
-    sqlite_api: Api, tmp_path: Path
-) -> None:
-    tenant, integration, path, held = await ingest_target(sqlite_api, tmp_path)
-    held.hold()
-    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate, command=held.command(path))
-    tag = unique("shared")
-    now = datetime.now(UTC)
-    try:
-        first = asyncio.create_task(store.store([_row(tenant.id, integration["id"], f"{tag}-1")], now))
-        await held.started()  # the first batch is committed; its sync is held
-        # Sent to the writer while it syncs: both are committed before the next sync.
-        others = [
-            asyncio.create_task(store.store([_row(tenant.id, integration["id"], f"{tag}-{n}")], now))
-            for n in (2, 3)
-        ]
-        await asyncio.sleep(0.1)
-        held.release()
-        stored = await asyncio.wait_for(asyncio.gather(first, *others), 10)
-    finally:
-        held.release()
-        await store.aclose()
-    assert [len(rows) for rows in stored] == [1, 1, 1]
-    assert held.calls == 2  # the first batch's sync, then one for the other two
-
-
-async def test_a_waiting_writer_ends_the_stores_turn_at_the_gate(sqlite_api: Api, tmp_path: Path) -> None:
-    """Batches join the store's turn at the write gate (and go to the writer without waiting
-    for each other's commits) while nobody else waits; once another writer waits, later
-    batches wait too, and the other writer goes first."""
-    tenant, integration, path, held = await ingest_target(sqlite_api, tmp_path)
-    gate = SqliteWriteGate()  # the test's own: the API's background writers stay out of it
-    store = SqliteIngestStore(path, gate=gate, command=held.command(path))
-    tag = unique("turn")
-    now = datetime.now(UTC)
-    order: list[str] = []
-
-    async def batch(name: str) -> None:
-        await store.store([_row(tenant.id, integration["id"], f"{tag}-{name}")], now)
-        order.append(name)
-
-    async def other_writer() -> None:
-        async with gate.held_async():
-            stored = _count(
-                path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%"
-            )
-        order.append(f"other writer after {stored} rows")
-
-    # Another connection holds SQLite's write lock: the writer process waits before each commit.
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        await batch("warm-up")  # the writer process is running
-        blocker.execute("BEGIN IMMEDIATE")
-        first = asyncio.create_task(batch("a"))
-        await asyncio.sleep(0.05)  # a is sent; its turn holds the gate
-        second = asyncio.create_task(batch("b"))  # joins the turn: sent at once
-        await asyncio.sleep(0.05)
-        waiting = asyncio.create_task(other_writer())
-        await asyncio.sleep(0.05)
-        third = asyncio.create_task(batch("c"))  # another writer waits: c does not join
-        await asyncio.sleep(0.05)
-        assert order == ["warm-up"]
-        blocker.execute("COMMIT")
-        await asyncio.wait_for(asyncio.gather(first, second, waiting, third), 10)
-    finally:
-        blocker.close()
-        await store.aclose()
-    # a and b (one turn) were committed when the other writer ran; c waited for it.
-    assert "other writer after 3 rows" in order
-    assert set(order) == {"warm-up", "a", "b", "c", "other writer after 3 rows"}

@@ -61,16 +61,14 @@ class _Batch:
 
 class _WriterPipe(asyncio.SubprocessProtocol):
     """The server's end of one writer process: batches sent in order, and its answers, which
-    come in the same order, settled on each batch's futures. Commits and syncs are told apart:
-    batches that share a sync are all told committed before any is told durable."""
+    come in the same order, settled on each batch's futures."""
 
     def __init__(self) -> None:
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited = False  # the writer is gone, or can no longer answer
         self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames = writer.FrameReader()
-        self._uncommitted: deque[_Batch] = deque()  # sent, not yet committed (or refused)
-        self._unsynced: deque[_Batch] = deque()  # committed, not yet durable
+        self._batches: deque[_Batch] = deque()  # sent and not yet durable (or failed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.SubprocessTransport, transport)
@@ -81,24 +79,24 @@ class _WriterPipe(asyncio.SubprocessProtocol):
         if self.exited or stdin is None or stdin.is_closing():
             raise ServiceUnavailable("the ingest writer process has stopped; retry")
         data = writer.frame(writer.BATCH, writer.encode(values))  # before it is counted as sent
-        self._uncommitted.append(batch)
+        self._batches.append(batch)
         stdin.write(data)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         for kind, payload in self._frames.feed(data):
-            line = self._unsynced if kind in (writer.DURABLE, writer.SYNC_FAILED) else self._uncommitted
-            if not line:
-                log.error("the ingest writer answered %r for a batch it was not sent", kind)
+            if not self._batches:
+                log.error("the ingest writer answered a batch it was not sent (%r)", kind)
                 continue
-            batch = line.popleft()
+            batch = self._batches[0]
             if kind == writer.COMMITTED:
-                self._unsynced.append(batch)
                 _settle(batch.committed, set(writer.decode(payload)))
+                continue
+            self._batches.popleft()
+            if kind == writer.DURABLE:
+                _settle(batch.durable, None)
             elif kind == writer.NOT_COMMITTED:
                 name, message = writer.decode(payload)
                 _settle(batch.committed, _not_committed(name, message))
-            elif kind == writer.DURABLE:
-                _settle(batch.durable, None)
             else:  # SYNC_FAILED: committed, durability unknown; the provider's retry is a duplicate
                 log.error("syncing the SQLite WAL failed: %s", payload.decode(errors="replace"))
                 _settle(batch.durable, ServiceUnavailable("the database could not be synced to disk; retry"))
@@ -115,11 +113,10 @@ class _WriterPipe(asyncio.SubprocessProtocol):
     def _stopped(self) -> None:
         self.exited = True
         error = ServiceUnavailable("the ingest writer process stopped; retry")
-        for line in (self._uncommitted, self._unsynced):
-            while line:
-                batch = line.popleft()
-                _settle(batch.committed, error)  # stored or not: the provider's retry will tell
-                _settle(batch.durable, error)
+        while self._batches:
+            batch = self._batches.popleft()
+            _settle(batch.committed, error)  # stored or not: the provider's retry will tell
+            _settle(batch.durable, error)
 
     async def aclose(self) -> None:
         if self.transport is None:
@@ -151,16 +148,6 @@ def _settle(future: asyncio.Future[_T], outcome: _T | BaseException) -> None:
         future.set_result(outcome)
 
 
-class _Turn:
-    """The store's hold on the process's write gate, for the batches that joined it: it ends
-    (the gate passes on) when the last of them is committed."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.started: asyncio.Future[None] = loop.create_future()  # the gate is ours
-        self.ended: asyncio.Future[None] = loop.create_future()  # give it back
-        self.writing = 0  # batches that joined and are not yet committed (or failed)
-
-
 class SqliteIngestStore:
     """Stores each batch through the writer process, while the event loop holds the process's
     write gate for it (the loop's own SQLite writers queue behind it instead of meeting a busy
@@ -179,10 +166,7 @@ class SqliteIngestStore:
         self.path = path
         self.gate = gate or SqliteWriteGate()  # share the Database's, so its writers queue with ours
         self.command = list(command) if command is not None else writer.command(path)
-        self._pipe: _WriterPipe | None = None  # started by the first batch
-        self._spawning: asyncio.Future[_WriterPipe] | None = None
-        self._turn: _Turn | None = None
-        self._holders: set[asyncio.Task[None]] = set()
+        self._pipe: _WriterPipe | None = None  # started by the first batch (in the gate)
 
     async def store(
         self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
@@ -190,24 +174,15 @@ class SqliteIngestStore:
         loop = asyncio.get_running_loop()
         values = raw_event_values(rows, now)
         batch = _Batch(loop.create_future(), loop.create_future())
-        turn = self._join(loop)
-        try:
-            try:
-                await asyncio.shield(turn.started)
-            except asyncio.CancelledError:
-                if not turn.started.cancelled():
-                    raise  # we were cancelled, not the turn
-                raise ServiceUnavailable("the server is shutting down; retry") from None
+        async with self.gate.held_async(urgent=True):
             pipe = await self._writer()
             pipe.send(values, batch)
             try:
                 new_ids = await asyncio.shield(batch.committed)
             except asyncio.CancelledError:
-                # The turn (the gate) lasts until the writer has committed the batch.
+                # The gate stays held until the writer has committed the batch.
                 await asyncio.wait([batch.committed])
                 raise
-        finally:
-            self._written(turn)
         stored: Stored = [
             (raw_id, inbound_job_id(raw_id), str(row["tenant_id"]))
             for row in rows
@@ -215,66 +190,14 @@ class SqliteIngestStore:
         ]
         if committed is not None:
             committed(stored)
-        await batch.durable  # the gate may be another's meanwhile: others commit while the WAL syncs
+        await batch.durable  # the gate is free meanwhile: others commit while the WAL syncs
         return stored
 
-    def _join(self, loop: asyncio.AbstractEventLoop) -> _Turn:
-        """The store's open turn at the gate, or a new one, counting this batch in it. A turn
-        lets no more batches in once another writer waits for the gate."""
-        turn = self._turn
-        if turn is not None and turn.started.done() and self.gate.others_waiting():
-            self._close(turn)
-            turn = None
-        if turn is None:
-            turn = self._turn = _Turn(loop)
-            holder = asyncio.ensure_future(self._hold(turn))
-            self._holders.add(holder)
-            holder.add_done_callback(self._holders.discard)
-        turn.writing += 1
-        return turn
-
-    def _close(self, turn: _Turn) -> None:
-        if self._turn is turn:
-            self._turn = None  # later batches start the next turn, which waits at the gate
-
-    async def _hold(self, turn: _Turn) -> None:
-        """Hold the gate for `turn`, from its start until its last batch is committed."""
-        try:
-            async with self.gate.held_async(urgent=True):
-                turn.started.set_result(None)
-                await turn.ended
-        finally:
-            self._close(turn)
-            if not turn.started.done():  # cancelled while waiting for the gate (shutdown)
-                turn.started.cancel()
-
-    def _written(self, turn: _Turn) -> None:
-        """A batch of `turn` is committed, failed or gone: the turn ends with its last batch."""
-        turn.writing -= 1
-        if turn.writing > 0:
-            if self.gate.others_waiting():
-                self._close(turn)
-            return
-        self._close(turn)
-        if not turn.ended.done():
-            turn.ended.set_result(None)
-
     async def _writer(self) -> _WriterPipe:
-        """The running writer process; started (once, whoever asks meanwhile) if there is none."""
         pipe = self._pipe
         if pipe is not None and not pipe.exited:
             return pipe
-        if self._spawning is None:
-            self._spawning = asyncio.ensure_future(self._spawn())
-        spawning = self._spawning
-        try:
-            return await asyncio.shield(spawning)
-        finally:
-            if spawning.done() and self._spawning is spawning:
-                self._spawning = None
-
-    async def _spawn(self) -> _WriterPipe:
-        if self._pipe is not None:
+        if pipe is not None:
             log.warning("the ingest writer process stopped; starting another")
             self._pipe = None
         try:

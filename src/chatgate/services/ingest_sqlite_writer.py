@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import select
 import signal
 import sqlite3
 import struct
@@ -39,7 +38,6 @@ from chatgate.store.wal_sync import WalFileSync, sync_wal
 BATCH, COMMITTED, NOT_COMMITTED, DURABLE, SYNC_FAILED = b"B", b"C", b"E", b"D", b"F"
 _HEADER = struct.Struct("<cI")
 
-MAX_SHARED_SYNC = 8  # batches committed before one sync, at most (each waits for the others' inserts)
 COLUMNS = 9  # SQLite allows 32,766 parameters per statement
 _ROWS_PER_STATEMENT = 1000
 _RAW_INSERT = (
@@ -158,40 +156,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _waiting(fd: int) -> bool:
-    """Whether `fd` has something to read right now."""
-    return bool(select.select([fd], [], [], 0)[0])
-
-
-def _sync(sync: Callable[[], None], write_fd: int, batches: int) -> None:
-    """Sync the WAL: each of the `batches` committed since the last sync is then durable."""
-    try:
-        sync()
-    except Exception as exc:  # noqa: BLE001 - the server answers 503; the provider's retry meets a duplicate
-        answer = frame(SYNC_FAILED, repr(exc).encode())
-    else:
-        answer = frame(DURABLE)
-    _write_all(write_fd, answer * batches)
-
-
 def serve(
     path: str, *, read_fd: int = 0, write_fd: int = 1, sync_file: Callable[[str], None] = sync_wal
 ) -> None:
-    """Store and sync each batch read from `read_fd` until it ends, telling `write_fd`.
-
-    Batches that are already waiting when one is committed are committed before the sync, and
-    share it (at most `MAX_SHARED_SYNC` of them): the server sends its next batch as soon as it
-    learns of a commit, so under load the next batch is often there."""
+    """Store and sync each batch read from `read_fd` until it ends, telling `write_fd`."""
     sync = WalFileSync(path, sync_file)
     connection: sqlite3.Connection | None = None
-    unsynced = 0  # batches committed since the last sync
-    while True:
-        if unsynced and (unsynced >= MAX_SHARED_SYNC or not _waiting(read_fd)):
-            _sync(sync, write_fd, unsynced)
-            unsynced = 0
-        header = _read_exactly(read_fd, _HEADER.size)
-        if header is None:
-            break
+    while (header := _read_exactly(read_fd, _HEADER.size)) is not None:
         kind, length = _HEADER.unpack(header)
         payload = _read_exactly(read_fd, length)
         if payload is None or kind != BATCH:
@@ -206,9 +177,12 @@ def serve(
             _write_all(write_fd, frame(NOT_COMMITTED, encode((type(exc).__name__, str(exc)))))
             continue
         _write_all(write_fd, frame(COMMITTED, encode(list(new_ids))))
-        unsynced += 1
-    if unsynced:
-        _sync(sync, write_fd, unsynced)
+        try:
+            sync()
+        except Exception as exc:  # noqa: BLE001 - the server answers 503; the provider's retry meets a duplicate
+            _write_all(write_fd, frame(SYNC_FAILED, repr(exc).encode()))
+            continue
+        _write_all(write_fd, frame(DURABLE))
     if connection is not None:
         connection.close()
 

@@ -29,10 +29,6 @@ class SqliteWriteGate:
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._last_urgent = False  # the gate's latest turn went to an urgent waiter
 
-    def others_waiting(self) -> bool:
-        """Whether a writer waits for the gate (a long holder lets it pass soon)."""
-        return any(not w.done() for w in self._waiters) or any(not w.done() for w in self._urgent)
-
     @asynccontextmanager
     async def held_async(self, *, urgent: bool = False) -> AsyncIterator[None]:
         """Wait for our turn (as a coroutine), hold the gate for the block, pass it on.
