@@ -61,7 +61,9 @@ class _Batch:
 
 class _WriterPipe(asyncio.SubprocessProtocol):
     """The server's end of one writer process: batches sent in order, and its answers, which
-    come in the same order, settled on each batch's futures."""
+    come in the same order, settled on each batch's futures. The writer answers each batch
+    fully (committed then durable, or not committed) before it reads the next one, so the
+    oldest unsettled batch is always the one an answer is about."""
 
     def __init__(self) -> None:
         self.transport: asyncio.SubprocessTransport | None = None
