@@ -108,11 +108,12 @@ async def test_a_store_that_cannot_write_raises_and_recovers(tmp_path: Any) -> N
         await store.aclose()
 
 
-async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> None:
-    writer = sqlite_api.container.ingest
+async def assert_submit_answers_503(api: Api, store: SqliteIngestStore) -> None:
+    """The API's IngestWriter, given `store` for one submission, answers it 503 ("retry")."""
+    writer = api.container.ingest
     working = writer.row_store
     assert isinstance(working, SqliteIngestStore)
-    writer.row_store = SqliteIngestStore("/nonexistent-dir/chatgate.db")
+    writer.row_store = store
     try:
         with pytest.raises(ServiceUnavailable, match="retry"):
             await writer.submit(
@@ -124,8 +125,12 @@ async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> Non
                 body=b"{}",
             )
     finally:
-        await writer.row_store.aclose()
+        await store.aclose()
         writer.row_store = working
+
+
+async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> None:
+    await assert_submit_answers_503(sqlite_api, SqliteIngestStore("/nonexistent-dir/chatgate.db"))
 
 
 async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api: Api) -> None:
@@ -343,23 +348,8 @@ async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(s
 
 
 async def test_a_writer_that_cannot_start_answers_503(sqlite_api: Api, tmp_path: Any) -> None:
-    writer = sqlite_api.container.ingest
-    working = writer.row_store
-    path = _sqlite_path(sqlite_api)
-    writer.row_store = SqliteIngestStore(path, command=[str(tmp_path / "no-such-python"), "-m", "x"])
-    try:
-        with pytest.raises(ServiceUnavailable, match="retry"):
-            await writer.submit(
-                tenant_id="t",
-                integration_id="i",
-                kind="webhook",
-                provider_event_id="x",
-                headers={},
-                body=b"{}",
-            )
-    finally:
-        await writer.row_store.aclose()
-        writer.row_store = working
+    command = [str(tmp_path / "no-such-python"), "-m", "x"]
+    await assert_submit_answers_503(sqlite_api, SqliteIngestStore(_sqlite_path(sqlite_api), command=command))
 
 
 def test_frames_are_read_whole_from_any_chunks() -> None:
