@@ -128,6 +128,13 @@ class _WriterPipe(asyncio.SubprocessProtocol):
             stdin.close()  # the writer finishes what it was sent and exits
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.gone), 10)
+        self.discard()
+
+    def discard(self) -> None:
+        """Let go of the process: killed if it still runs (it can no longer answer), its pipes
+        closed."""
+        if self.transport is None:
+            return
         if self.transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.transport.kill()
@@ -201,6 +208,7 @@ class SqliteIngestStore:
             return pipe
         if pipe is not None:
             log.warning("the ingest writer process stopped; starting another")
+            pipe.discard()
             self._pipe = None
         try:
             _, pipe = await asyncio.get_running_loop().subprocess_exec(

@@ -51,11 +51,11 @@ class IntegrationCache:
         return None
 
     async def by_public_id(self, kind: str, public_id: str) -> CachedIntegration:
+        cached = self.fresh(kind, public_id)
+        if cached is not None:
+            return cached
         key = (kind, public_id)
-        hit = self._entries.get(key)
         now = self.clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         async with self.db.sessions() as session:
             row = await IntegrationRouting(session).by_public_id(kind, public_id)
         entry = CachedIntegration(
