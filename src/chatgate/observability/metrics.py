@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from chatgate.observability.loop_metrics import LoopCounter, LoopHistogram
+
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["method", "route", "status"]
-        self.request_duration = Histogram(
+        # Updated on every request, from the event loop's thread only: no locks (loop_metrics.py).
+        self.request_duration = LoopHistogram(
             "api_request_duration_seconds",
             "Time spent answering API requests",
             ["method", "route"],
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.request_total = Counter("api_request_total", "API requests answered", labels, registry=registry)
-        self.request_error_total = Counter(
+        self.request_total = LoopCounter(
+            "api_request_total", "API requests answered", labels, registry=registry
+        )
+        self.request_error_total = LoopCounter(
             "api_request_error_total",
             "API requests answered with a 4xx or 5xx status",
             labels,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from chatgate.delivery import signing
 from chatgate.delivery.http import DeliveryNetworkError
@@ -40,19 +40,32 @@ def _retry_after(headers: Mapping[str, str], default: float) -> float:
         return default
 
 
+def _no_inbound_secret(request: InboundRequest) -> None:
+    raise Unauthenticated("this webhook integration has no inbound secret configured")
+
+
 class WebhookAdapter:
     kind = IntegrationKind.WEBHOOK
 
     def verify_inbound(self, request: InboundRequest, ctx: IntegrationContext) -> None:
+        self.inbound_verifier(ctx)(request)
+
+    def inbound_verifier(self, ctx: IntegrationContext) -> Callable[[InboundRequest], None]:
+        """`verify_inbound` for one integration, its keys decoded and their HMAC state made
+        once (the inbound gateway keeps it with the integration's cache entry)."""
         credentials = ctx.credentials
         candidates = tuple(
             s for s in (credentials.get("inbound_secret"), credentials.get("inbound_secret_previous")) if s
         )
         if not candidates:
-            raise Unauthenticated("this webhook integration has no inbound secret configured")
-        signing.verify_keys(
-            signing.secret_keys(candidates), request.headers, request.body, now=ctx.clock().timestamp()
-        )
+            return _no_inbound_secret
+        verifier = signing.KeyedVerifier(signing.secret_keys(candidates))
+        clock = ctx.clock
+
+        def verify(request: InboundRequest) -> None:
+            verifier.check(request.headers, request.body, now=clock().timestamp())
+
+        return verify
 
     def event_id(self, request: InboundRequest) -> str:
         value = request.headers.get(signing.HEADER_ID)
