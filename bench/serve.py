@@ -162,7 +162,12 @@ def inbound_handler_times(container: Any) -> str:
     """The inbound handler's own time (from its start to its answer), from the route's
     histogram: what of the HTTP 200 latency the server spends on the request once it runs."""
     histogram = container.metrics.request_duration.labels("POST", "/in/{kind}/{public_id}")
-    buckets = histogram.cumulative()
+    if hasattr(histogram, "cumulative"):  # LoopHistogram (since 7f8893e)
+        buckets = histogram.cumulative()
+    else:  # prometheus_client's, when measuring an older commit (--commit)
+        buckets = [
+            (b.labels.get("le"), b.value) for b in histogram.collect()[0].samples if b.name.endswith("_bucket")
+        ]
     total = buckets[-1][1] if buckets else 0
     return " ".join(f"le{le}={int(n)}" for le, n in buckets) + f" of {int(total)}"
 

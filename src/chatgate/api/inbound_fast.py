@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
@@ -20,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from chatgate.api.errors import status_for
 from chatgate.domain.errors import ChatgateError
 from chatgate.observability.metrics import ApiMetrics
-from chatgate.providers.base import InboundRequest
+from chatgate.providers.base import NO_QUERY, InboundRequest
 from chatgate.services.inbound_gateway import DUPLICATE, STORED, InboundGateway
 
 log = logging.getLogger(__name__)
@@ -73,28 +74,30 @@ class InboundFastPath:
             self.metrics.request_error_total.labels("POST", ROUTE, str(status)).inc()
 
     async def _handle(self, scope: Scope, receive: Receive, kind: str, public_id: str) -> Answer:
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _json(400, {"detail": "the client went away"})
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_INBOUND_BYTES:
-                return _json(413, {"detail": f"the body is larger than {MAX_INBOUND_BYTES} bytes"})
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")  # the usual: the whole body in one message
+        else:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                if message["type"] == "http.disconnect":
+                    return _json(400, {"detail": "the client went away"})
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_INBOUND_BYTES:
+                    return _too_large()
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                message = await receive()
+            body = b"".join(chunks)
+        if len(body) > MAX_INBOUND_BYTES:
+            return _too_large()
         # ASGI servers give header names lower-cased (the ASGI spec requires it).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request = InboundRequest(
-            method="POST",
-            url=_url(scope, headers),
-            headers=headers,
-            body=b"".join(chunks),
-            query=_query(scope),
-        )
+        query: bytes = scope.get("query_string", b"")
+        request = InboundRequest("POST", _url(scope, headers, query), headers, body, _query(query))
         try:
             outcome = await self.gateway.receive(kind, public_id, request)
         except ChatgateError as exc:
@@ -112,14 +115,16 @@ class InboundFastPath:
         return _json(outcome.status, outcome.body)
 
 
-def _query(scope: Scope) -> dict[str, str]:
-    raw: bytes = scope.get("query_string", b"")
-    return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
+def _too_large() -> Answer:
+    return _json(413, {"detail": f"the body is larger than {MAX_INBOUND_BYTES} bytes"})
 
 
-def _url(scope: Scope, headers: dict[str, str]) -> str:
+def _query(raw: bytes) -> Mapping[str, str]:
+    return dict(parse_qsl(raw.decode("latin-1"))) if raw else NO_QUERY
+
+
+def _url(scope: Scope, headers: dict[str, str], query: bytes) -> str:
     scheme = scope.get("scheme", "http")
     host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
-    query = scope.get("query_string", b"")
     path = scope.get("root_path", "") + scope["path"]
     return f"{scheme}://{host}{path}" + (f"?{query.decode('latin-1')}" if query else "")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from chatgate.delivery.http import SafeHttpClient
 from chatgate.domain.clock import Clock
@@ -18,16 +19,18 @@ from chatgate.domain.integrations import IntegrationKind
 from chatgate.providers.http import ProviderHttp
 from chatgate.ratelimit.base import Limit
 
+NO_QUERY: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(frozen=True)
-class InboundRequest:
-    """A provider's HTTP request exactly as received (headers lower-cased)."""
+
+class InboundRequest(NamedTuple):
+    """A provider's HTTP request exactly as received (headers lower-cased). A tuple: made for
+    every inbound webhook, where a frozen dataclass's construction cost twice as much."""
 
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes
-    query: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = NO_QUERY
 
 
 @dataclass(frozen=True)
