@@ -166,7 +166,9 @@ def inbound_handler_times(container: Any) -> str:
         buckets = histogram.cumulative()
     else:  # prometheus_client's, when measuring an older commit (--commit)
         buckets = [
-            (b.labels.get("le"), b.value) for b in histogram.collect()[0].samples if b.name.endswith("_bucket")
+            (b.labels.get("le"), b.value)
+            for b in histogram.collect()[0].samples
+            if b.name.endswith("_bucket")
         ]
     total = buckets[-1][1] if buckets else 0
     return " ".join(f"le{le}={int(n)}" for le, n in buckets) + f" of {int(total)}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -21,12 +21,49 @@ from prometheus_client.utils import floatToGoString
 _bound_text = cast(Callable[[float], str], floatToGoString)
 
 
-def _label_values(labelnames: Sequence[str], values: tuple[str, ...]) -> tuple[str, ...]:
-    if len(values) != len(labelnames):
-        raise ValueError(
-            f"expected {len(labelnames)} label values ({', '.join(labelnames)}), got {len(values)}"
-        )
-    return values
+_Child = TypeVar("_Child")
+
+
+class _LoopMetric(Generic[_Child]):
+    """A family's children by label values, and its registration as a collector."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Child] = {}
+        registry.register(self)  # a Collector: it has collect()
+
+    def labels(self, *values: str) -> _Child:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(
+                    f"expected {len(self.labelnames)} label values ({', '.join(self.labelnames)}), "
+                    f"got {len(values)}"
+                )
+            child = self._children[values] = self._new_child()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for values, child in list(self._children.items()):
+            self._add(family, values, child)
+        yield family
+
+    def _new_child(self) -> _Child:
+        raise NotImplementedError
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _add(self, family: Metric, values: tuple[str, ...], child: _Child) -> None:
+        raise NotImplementedError
 
 
 class LoopCounterChild:
@@ -41,32 +78,22 @@ class LoopCounterChild:
         self.value += amount
 
 
-class LoopCounter:
+class LoopCounter(_LoopMetric[LoopCounterChild]):
     """A labelled counter (`name` ending in `_total`, as `prometheus_client.Counter` takes it)."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], *, registry: CollectorRegistry
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], LoopCounterChild] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> LoopCounterChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[_label_values(self.labelnames, values)] = LoopCounterChild()
-        return child
+    def _new_child(self) -> LoopCounterChild:
+        return LoopCounterChild()
 
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
-            family.add_metric(values, child.value)
-        yield family
+    def _add(self, family: Metric, values: tuple[str, ...], child: LoopCounterChild) -> None:
+        cast(CounterMetricFamily, family).add_metric(values, child.value)
 
 
 class LoopHistogramChild:
@@ -92,7 +119,7 @@ class LoopHistogramChild:
         return found
 
 
-class LoopHistogram:
+class LoopHistogram(_LoopMetric[LoopHistogramChild]):
     def __init__(
         self,
         name: str,
@@ -105,24 +132,14 @@ class LoopHistogram:
         bounds = tuple(float(b) for b in buckets)
         if not bounds or list(bounds) != sorted(set(bounds)) or bounds[-1] == float("inf"):
             raise ValueError("histogram buckets must be finite, distinct and in increasing order")
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         self.bounds = bounds
-        self._children: dict[tuple[str, ...], LoopHistogramChild] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> LoopHistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[_label_values(self.labelnames, values)] = LoopHistogramChild(self.bounds)
-        return child
+    def _new_child(self) -> LoopHistogramChild:
+        return LoopHistogramChild(self.bounds)
 
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
-            family.add_metric(values, child.cumulative(), child.sum)
-        yield family
+    def _add(self, family: Metric, values: tuple[str, ...], child: LoopHistogramChild) -> None:
+        cast(HistogramMetricFamily, family).add_metric(values, child.cumulative(), child.sum)
