@@ -115,8 +115,12 @@ def _signed_content(msg_id: str, timestamp: str, body: bytes) -> bytes:
 
 
 def _mac(key: bytes, content: bytes) -> bytes:
+    return _digest(_keyed(key), content)
+
+
+def _digest(keyed: hmac.HMAC, content: bytes) -> bytes:
     # A copy of an HMAC with the key already absorbed skips the key schedule per message.
-    mac = _keyed(key).copy()
+    mac = keyed.copy()
     mac.update(content)
     return mac.digest()
 
@@ -271,9 +275,7 @@ def _check(
         raise Unauthenticated(f"{HEADER_SIGNATURE} has no {SIGNATURE_VERSION} signature")
     signed = _signed_content(msg_id, raw_ts, body)
     for keyed in macs:
-        mac = keyed.copy()  # the key's state is absorbed once, not per message
-        mac.update(signed)
-        expected = mac.digest()
+        expected = _digest(keyed, signed)
         # Constant time per comparison; stopping at a match reveals only the outcome.
         for sig in given:
             if hmac.compare_digest(expected, sig):
