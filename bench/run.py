@@ -259,6 +259,7 @@ def profile_during(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
             "200",
             *(["--idle"] if os.environ.get("CHATGATE_BENCH_PROFILE_IDLE") else []),  # waits too
             *(["--gil"] if os.environ.get("CHATGATE_BENCH_PROFILE_GIL") else []),  # GIL holders only
+            *(["--native"] if os.environ.get("CHATGATE_BENCH_PROFILE_NATIVE") else []),  # C frames too
             "--format",
             "raw",
             "--output",

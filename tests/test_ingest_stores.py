@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from chatgate.domain.ids import new_id
 from chatgate.domain.integrations import IntegrationKind
 from chatgate.services import ingest_sqlite_writer
 from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_rows import headers_json, inbound_job_id
+from chatgate.services.ingest_rows import NewRaw, StoredIds, headers_json, inbound_job_id, stored_headers
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
@@ -26,24 +27,31 @@ from tests.ingest_writer_sync import WriterSync
 from tests.webhook_helpers import webhook_integration
 
 
-def _row(tenant_id: str, integration_id: str, event_id: str) -> dict[str, object]:
-    return {
-        "id": new_id("raw"),
-        "tenant_id": tenant_id,
-        "integration_id": integration_id,
-        "kind": "webhook",
-        "provider_event_id": event_id,
-        "headers": {"content-type": "application/json"},
-        "body": b"{}",
-        "status": "pending",
-    }
+def _row(tenant_id: str, integration_id: str, event_id: str) -> NewRaw:
+    return (tenant_id, integration_id, "webhook", event_id, {"content-type": "application/json"}, b"{}")
 
 
-def test_headers_json_is_json_dumps_compact() -> None:
+def _new(stored: StoredIds) -> list[str]:
+    """The ids of the rows a store answered were stored new."""
+    return [raw_id for raw_id in stored if raw_id is not None]
+
+
+def test_stored_headers_are_compact_json_without_credentials() -> None:
     import json
 
-    for headers in ({}, {"a": "b"}, {"user-agent": 'quote " back\\slash', "x-é": "ünïcode \u2028"}):
-        assert headers_json(headers) == json.dumps(headers, separators=(",", ":"))
+    latin = bytes(range(0x20, 0x100)).decode("latin-1")  # what an ASGI header value may hold
+    for headers in (
+        {},
+        {"a": "b"},
+        {"user-agent": 'quote " back\\slash', "x-é": "ünïcode \u2028", "x-l": latin},
+    ):
+        encoded = headers_json(headers)
+        assert json.loads(encoded) == headers
+        assert encoded == json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
+        assert stored_headers(MappingProxyType(headers)) == encoded
+    sent = {"content-type": "application/json", "authorization": "Bearer t", "cookie": "c=1"}
+    sent["x-telegram-bot-api-secret-token"] = "s"
+    assert json.loads(stored_headers(sent)) == {"content-type": "application/json"}
 
 
 def _count(path: str, sql: str, *params: Any) -> int:
@@ -63,16 +71,16 @@ async def test_a_batch_with_duplicates_stores_each_new_event_once(sqlite_api: Ap
     try:
         # Stored before: these three are duplicates in the batch below.
         earlier = [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(3)]
-        assert len(await store.store(earlier, now)) == 3
+        assert len(_new(await store.store(earlier, now))) == 3
         # 40 event ids, each twice in one batch, the three old ones among them.
         burst = [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(40)]
         burst += [_row(tenant.id, integration["id"], f"{tag}-{i}") for i in range(40)]
         stored = await store.store(burst, now)
     finally:
         await store.aclose()
-    first_ids = {str(row["id"]) for row in burst[3:40]}  # the first of each new pair
-    assert {raw_id for raw_id, _, _ in stored} == first_ids
-    assert len({job_id for _, job_id, _ in stored}) == 37
+    # Stored new: the first of each new pair, each under an id of its own.
+    assert [raw_id is not None for raw_id in stored] == [False] * 3 + [True] * 37 + [False] * 40
+    assert len(set(_new(stored))) == 37
     rows = _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%")
     assert rows == 40
     jobs = _count(
@@ -103,7 +111,7 @@ async def test_a_store_that_cannot_write_raises_and_recovers(tmp_path: Any) -> N
             " run_after TEXT, attempts INTEGER, dispatched_at TEXT, created_at TEXT)"
         )
     try:
-        assert len(await store.store([_row("t", "i", "e1")], now)) == 1
+        assert len(_new(await store.store([_row("t", "i", "e1")], now))) == 1
     finally:
         await store.aclose()
 
@@ -198,17 +206,28 @@ async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Ap
         stored = await store.store(rows, now)
     finally:
         await store.aclose()
-    assert stored == [(str(r["id"]), inbound_job_id(str(r["id"])), tenant.id) for r in rows]
+    ids = _new(stored)
+    assert len(ids) == 5
+    assert ids == sorted(ids)  # in the order the rows came: arrival order
     with sqlite3.connect(path) as connection:
         jobs = connection.execute(
             "SELECT id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at, created_at"
             " FROM jobs WHERE subject_id IN (?, ?, ?, ?, ?) ORDER BY id",
-            [r["id"] for r in rows],
+            ids,
+        ).fetchall()
+        events = connection.execute(
+            "SELECT id, provider_event_id, headers, received_at FROM raw_events WHERE id IN (?, ?, ?, ?, ?)"
+            " ORDER BY id",
+            ids,
         ).fetchall()
     stamp = now.strftime("%Y-%m-%d %H:%M:%S.456789")
     assert jobs == [
-        (inbound_job_id(str(r["id"])), "inbound", tenant.id, r["id"], "pending", stamp, 0, stamp, stamp)
-        for r in rows
+        (inbound_job_id(raw_id), "inbound", tenant.id, raw_id, "pending", stamp, 0, stamp, stamp)
+        for raw_id in ids
+    ]
+    assert events == [
+        (raw_id, row[3], '{"content-type":"application/json"}', stamp)
+        for raw_id, row in zip(ids, rows, strict=True)
     ]
     assert inbound_job_id("raw_01jabc") == "job_01jabc"
 
@@ -241,16 +260,15 @@ async def test_a_batch_larger_than_one_statement_is_stored_in_one_transaction(sq
     store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
     tag = unique("big")
     try:
-        assert (
-            len(await store.store([_row(tenant.id, integration["id"], f"{tag}-7")], datetime.now(UTC))) == 1
-        )
+        first = await store.store([_row(tenant.id, integration["id"], f"{tag}-7")], datetime.now(UTC))
+        assert len(_new(first)) == 1
         # 2,500 rows (three statements' worth), 2,400 distinct events of which one was stored.
         burst = [_row(tenant.id, integration["id"], f"{tag}-{i % 2400}") for i in range(2500)]
         stored = await store.store(burst, datetime.now(UTC))
     finally:
         await store.aclose()
-    assert len(stored) == 2399
-    assert {raw_id for raw_id, _, _ in stored} == {str(r["id"]) for r in burst[:2400] if r is not burst[7]}
+    assert len(_new(stored)) == 2399
+    assert [raw_id is not None for raw_id in stored] == [i < 2400 and i != 7 for i in range(2500)]
     like = f"{tag}-%"
     assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", like) == 2400
     jobs_sql = "SELECT count(*) FROM jobs WHERE subject_id IN (SELECT id FROM raw_events WHERE provider_event_id LIKE ?)"
@@ -317,7 +335,8 @@ async def test_a_writer_that_dies_fails_its_batch_and_the_next_batch_starts_anot
             _row(tenant.id, integration["id"], f"{tag}-2"),
         ]
         stored = await asyncio.wait_for(store.store(again, datetime.now(UTC)), 10)
-        assert [raw_id for raw_id, _, _ in stored] == [again[1]["id"]]
+        assert stored[0] is None
+        assert stored[1] is not None
         assert store.writer_pid not in (None, pid)
     finally:
         held.release()
@@ -338,7 +357,7 @@ async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(s
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGINT)
         stored = await store.store([_row(tenant.id, integration["id"], unique("b"))], datetime.now(UTC))
-        assert len(stored) == 1
+        assert len(_new(stored)) == 1
         assert store.writer_pid == pid
     finally:
         await store.aclose()
@@ -372,17 +391,24 @@ async def test_enum_kinds_and_bytearray_bodies_reach_the_writer_as_plain_values(
     integration = await webhook_integration(sqlite_api, tenant)
     path = _sqlite_path(sqlite_api)
     store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
-    row = _row(tenant.id, integration["id"], unique("plain"))
-    row["kind"] = IntegrationKind.WEBHOOK
-    row["body"] = bytearray(b'{"a":1}')
+    headers = MappingProxyType({"content-type": "application/json", "authorization": "Bearer x"})
+    row = (
+        tenant.id,
+        integration["id"],
+        IntegrationKind.WEBHOOK,
+        unique("plain"),
+        headers,
+        bytearray(b'{"a":1}'),
+    )
     try:
-        assert len(await store.store([row], datetime.now(UTC))) == 1
+        (raw_id,) = await store.store([row], datetime.now(UTC))  # type: ignore[list-item]
     finally:
         await store.aclose()
     stored = _count(
         path,
-        "SELECT count(*) FROM raw_events WHERE id = ? AND kind = 'webhook' AND body = ?",
-        row["id"],
+        "SELECT count(*) FROM raw_events WHERE id = ? AND kind = 'webhook' AND body = ? AND headers = ?",
+        raw_id,
         b'{"a":1}',
+        '{"content-type":"application/json"}',  # credentials are not kept
     )
     assert stored == 1

@@ -10,11 +10,10 @@ once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -25,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chatgate.domain.clock import Clock
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_ids
-from chatgate.services.ingest_rows import Committed, Stored, inbound_job_id
+from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, headers_to_keep, inbound_job_id
 from chatgate.store.db import Database
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import job_row
@@ -36,8 +35,11 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
 
 
-def _queue_items(fresh: Stored) -> dict[str, QueueItem]:
-    return {raw_id: QueueItem(job_id, tenant_id) for raw_id, job_id, tenant_id in fresh}
+def _queue_items(rows: list[NewRaw], ids: StoredIds) -> list[QueueItem]:
+    """The inbound jobs of the rows stored new."""
+    return [
+        QueueItem(inbound_job_id(raw_id), row[0]) for row, raw_id in zip(rows, ids, strict=True) if raw_id
+    ]
 
 
 class RowStore(Protocol):
@@ -47,30 +49,16 @@ class RowStore(Protocol):
     connections: int  # batches it may store side by side
     constraint_errors: tuple[type[BaseException], ...]  # a row the database refused
 
-    async def store(
-        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
-    ) -> Stored:
-        """Store the rows not stored yet; return once durable. `committed` is called with
-        them as soon as they are committed (visible), which may be before they are durable."""
+    async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
+        """Store the rows not stored yet, each new one under a new id, with its inbound job;
+        return once durable. `committed` is called as soon as they are committed (visible),
+        which may be before they are durable."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-# Credentials are not kept (raw events are shown to admins): Telegram's secret header is one.
-_KEEP_HEADERS_EXCLUDED = frozenset(
-    {"authorization", "cookie", "proxy-authorization", "x-telegram-bot-api-secret-token"}
-)
-
-
-def headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k not in _KEEP_HEADERS_EXCLUDED}
-
-
-@dataclass(slots=True)
-class _Pending:
-    raw: dict[str, object]
-    future: asyncio.Future[bool]
+_Pending = tuple[NewRaw, "asyncio.Future[bool]"]  # a submission: its row, and its answer
 
 
 class IngestWriter:
@@ -122,9 +110,9 @@ class IngestWriter:
             await asyncio.wait(storing)
             self._storing -= {task for task in storing if task.done()}
         error = ServiceUnavailable("the server is shutting down; retry")
-        for item in self._waiting:
-            if not item.future.done():
-                item.future.set_exception(error)
+        for _, future in self._waiting:
+            if not future.done():
+                future.set_exception(error)
         self._waiting.clear()
         if self.row_store is not None:
             await self.row_store.aclose()
@@ -142,21 +130,11 @@ class IngestWriter:
         """Store one raw event; True when new, False for a duplicate. Raises ServiceUnavailable."""
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
-        raw: dict[str, object] = {
-            "id": "",  # given when its batch is taken, in arrival order (`_take_and_store`)
-            "tenant_id": tenant_id,
-            "integration_id": integration_id,
-            "kind": kind,
-            "provider_event_id": provider_event_id,
-            "headers": headers_to_keep(headers),
-            "body": body,
-            "status": "pending",
-        }
-        pending = _Pending(raw, self._loop().create_future())
-        self._waiting.append(pending)
+        future: asyncio.Future[bool] = self._loop().create_future()
+        self._waiting.append(((tenant_id, integration_id, kind, provider_event_id, headers, body), future))
         if len(self._storing) < self.batches_in_flight and self._starting is None:
             self._flush()
-        return await pending.future
+        return await future
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         # Kept: on Python 3.11 each `get_running_loop()` costs a getpid() system call.
@@ -165,10 +143,10 @@ class IngestWriter:
             loop = self._running_loop = asyncio.get_running_loop()
         return loop
 
-    def _publish(self, stored: dict[str, QueueItem]) -> None:
+    def _publish(self, items: list[QueueItem]) -> None:
         # Publishing is best effort (the sweeper covers losses); a slow broker must not
         # delay the next batch's acknowledgements.
-        task: asyncio.Task[None] = asyncio.ensure_future(self.publish("inbound", list(stored.values())))
+        task: asyncio.Task[None] = asyncio.ensure_future(self.publish("inbound", items))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
@@ -187,8 +165,6 @@ class IngestWriter:
         batch = self._waiting[: self.max_batch]
         del self._waiting[: self.max_batch]
         if batch:
-            for pending, raw_id in zip(batch, new_ids("raw", len(batch)), strict=True):
-                pending.raw["id"] = raw_id
             await self._store_batch(batch)
 
     def _stored(self, task: asyncio.Task[None]) -> None:
@@ -211,63 +187,71 @@ class IngestWriter:
         ) as exc:
             log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
             error = ServiceUnavailable("the event could not be stored; retry")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
             return
         except BaseException:
             error = ServiceUnavailable("the event could not be stored; retry")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
             raise
-        for item in batch:
-            if not item.future.done():
-                item.future.set_result(item.raw["id"] in stored)
+        for (_, future), raw_id in zip(batch, stored, strict=True):
+            if not future.done():
+                future.set_result(raw_id is not None)
 
-    async def _store(self, batch: list[_Pending]) -> set[str]:
-        """The raw ids stored new, their inbound jobs published."""
+    async def _store(self, batch: list[_Pending]) -> StoredIds:
+        """Per row, its new raw id (None: a duplicate); the inbound jobs published."""
+        rows = [row for row, _ in batch]
         if self.row_store is not None:
-            return await self._store_rows(self.row_store, batch)  # published at its commit
+            return await self._store_rows(self.row_store, rows)  # published at its commit
         try:
-            stored = await self._store_together(batch)
+            stored = await self._store_together(rows)
         except IntegrityError:
             # Another process stored one of these between our check and our insert: fall back
             # to one transaction per event so each gets its own answer.
-            stored = {}
-            for item in batch:
-                with contextlib.suppress(IntegrityError):
-                    stored.update(await self._store_together([item]))
-        if stored:
-            self._publish(stored)
-        return set(stored)
+            stored = []
+            for row in rows:
+                try:
+                    stored += await self._store_together([row])
+                except IntegrityError:
+                    stored.append(None)
+        self._publish_rows(rows, stored)
+        return stored
 
-    async def _store_rows(self, store: RowStore, batch: list[_Pending]) -> set[str]:
+    async def _store_rows(self, store: RowStore, rows: list[NewRaw]) -> StoredIds:
         self._batches += 1
         # The jobs are published at the commit, not once it is durable (the provider's answer
         # waits for that): the worker starts meanwhile, and its own commit's sync covers this
         # one's (the WAL is synced in commit order). Should this sync fail, the provider gets a
         # 503, and its retry meets the stored event: a duplicate, answered 200.
         try:
-            fresh: Stored = await store.store([p.raw for p in batch], self.clock(), self._publish_rows)
+            return await store.store(rows, self.clock(), functools.partial(self._publish_rows, rows))
         except store.constraint_errors:
             # Not a duplicate (those are skipped by the insert) but e.g. an integration deleted
             # meanwhile: store the others one by one, so one event cannot fail its neighbours.
-            fresh = []
-            for item in batch:
-                with contextlib.suppress(*store.constraint_errors):
-                    fresh.extend(await store.store([item.raw], self.clock(), self._publish_rows))
-        return {raw_id for raw_id, _, _ in fresh}
+            stored: StoredIds = []
+            for row in rows:
+                try:
+                    stored += await store.store(
+                        [row], self.clock(), functools.partial(self._publish_rows, [row])
+                    )
+                except store.constraint_errors:
+                    stored.append(None)
+            return stored
 
-    def _publish_rows(self, fresh: Stored) -> None:
-        if fresh:
-            self._publish(_queue_items(fresh))
+    def _publish_rows(self, rows: list[NewRaw], ids: StoredIds) -> None:
+        items = _queue_items(rows, ids)
+        if items:
+            self._publish(items)
 
-    async def _store_together(self, batch: list[_Pending]) -> dict[str, QueueItem]:
+    async def _store_together(self, rows: list[NewRaw]) -> StoredIds:
         now = self.clock()
         self._batches += 1
+        ids: StoredIds = []
         async with self.db.transaction() as session:
-            keys = {(str(p.raw["integration_id"]), str(p.raw["provider_event_id"])) for p in batch}
+            keys = {(row[1], row[3]) for row in rows}  # (integration, provider event id)
             existing: set[tuple[str, str]] = set(
                 (
                     await session.execute(
@@ -279,19 +263,29 @@ class IngestWriter:
             )
             fresh: list[dict[str, object]] = []
             jobs: list[dict[str, object]] = []
-            items: dict[str, QueueItem] = {}
-            for pending in batch:
-                key = (str(pending.raw["integration_id"]), str(pending.raw["provider_event_id"]))
-                if key in existing:
+            for (tenant, integration, kind, event_id, headers, body), raw_id in zip(
+                rows, new_ids("raw", len(rows)), strict=True
+            ):
+                if (integration, event_id) in existing:
+                    ids.append(None)
                     continue
-                existing.add(key)
-                row = {**pending.raw, "received_at": now}
-                raw_id = str(row["id"])
-                job = job_row("inbound", str(row["tenant_id"]), raw_id, now, job_id=inbound_job_id(raw_id))
-                fresh.append(row)
-                jobs.append(job)
-                items[str(row["id"])] = QueueItem(str(job["id"]), str(row["tenant_id"]))
+                existing.add((integration, event_id))
+                fresh.append(
+                    {
+                        "id": raw_id,
+                        "tenant_id": tenant,
+                        "integration_id": integration,
+                        "kind": kind,
+                        "provider_event_id": event_id,
+                        "headers": headers_to_keep(headers),
+                        "body": body,
+                        "status": "pending",
+                        "received_at": now,
+                    }
+                )
+                jobs.append(job_row("inbound", tenant, raw_id, now, job_id=inbound_job_id(raw_id)))
+                ids.append(raw_id)
             if fresh:
                 await session.execute(insert(RawEvent), fresh)
                 await session.execute(insert(Job), jobs)
-        return items
+        return ids

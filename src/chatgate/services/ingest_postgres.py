@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from chatgate.services.ingest_rows import Committed, Stored, headers_json, inbound_job_id
+from chatgate.domain.ids import new_ids
+from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, inbound_job_id, stored_headers
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ WITH input AS (
                       created_at)
     SELECT input.job_id, 'inbound', input.tenant_id, input.id, 'pending', $9, 0, $9, $9
     FROM input JOIN stored ON stored.id = input.id
-    RETURNING id, subject_id, tenant_id
+    RETURNING subject_id
 )
-SELECT subject_id, id, tenant_id FROM queued
+SELECT subject_id FROM queued
 """
 
 
@@ -63,22 +64,22 @@ class PostgresIngestStore:
         self._idle: list[Any] = []  # asyncpg.Connection (untyped library)
         self._open: list[Any] = []
 
-    async def store(
-        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
-    ) -> Stored:
+    async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
         connection = self._idle.pop() if self._idle else await self._connect()
         stamp = now.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as UTCDateTime stores it
+        ids = new_ids("raw", len(rows))
+        tenants, integrations, kinds, event_ids, headers, bodies = zip(*rows, strict=True)
         try:
             found = await connection.fetch(
                 _STORE,
-                [r["id"] for r in rows],
-                [r["tenant_id"] for r in rows],
-                [r["integration_id"] for r in rows],
-                [r["kind"] for r in rows],
-                [r["provider_event_id"] for r in rows],
-                [headers_json(r["headers"]) for r in rows],  # type: ignore[arg-type]
-                [r["body"] for r in rows],
-                [inbound_job_id(str(r["id"])) for r in rows],
+                ids,
+                tenants,
+                integrations,
+                kinds,
+                event_ids,
+                [stored_headers(h) for h in headers],
+                bodies,
+                [inbound_job_id(raw_id) for raw_id in ids],
                 stamp,
             )
         except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
@@ -89,7 +90,8 @@ class PostgresIngestStore:
             self._idle.append(connection)
             raise
         self._idle.append(connection)
-        stored: Stored = [(str(r[0]), str(r[1]), str(r[2])) for r in found]
+        new = {r[0] for r in found}
+        stored: StoredIds = [raw_id if raw_id in new else None for raw_id in ids]
         if committed is not None:
             committed(stored)  # durable already: PostgreSQL's commit waited for its WAL flush
         return stored

@@ -1,14 +1,25 @@
-"""What every database's ingest store shares: the rows a batch stored, their job ids, and the
-stored form of a request's headers."""
+"""What every database's ingest store shares: a batch's rows as the event loop hands them over,
+what the store answers, and the stored form of a request's headers.
+
+The loop's share of a stored webhook is kept small: a row is a plain tuple of what the request
+brought, and the store gives it its id and its stored form (on the SQLite and PostgreSQL paths,
+in the writer process, beside the loop).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from collections.abc import Callable, Mapping
 
-# (raw event id, job id, tenant id) of each event stored new
-Stored = list[tuple[str, str, str]]
-Committed = Callable[[Stored], None]  # told what a batch stored once it is committed
+import orjson
+
+# One raw event to store: (tenant_id, integration_id, kind, provider_event_id, headers, body).
+# `headers` are the request's, all of them (`headers_to_keep` picks what is stored).
+NewRaw = tuple[str, str, str, str, Mapping[str, str], bytes]
+
+# Per row of a batch, in its order: the id the raw event was stored under, or None when it was
+# stored already (a duplicate: same integration and provider event id).
+StoredIds = list[str | None]
+Committed = Callable[[StoredIds], None]  # told what a batch stored once it is committed
 
 RAW_PREFIX = "raw_"
 JOB_PREFIX = "job_"
@@ -20,10 +31,24 @@ def inbound_job_id(raw_id: str) -> str:
     return JOB_PREFIX + raw_id[len(RAW_PREFIX) :]
 
 
-# The C encoder itself, made once: `json.dumps` builds one per call (a third of its cost for
-# a request's few headers). Same output as json.dumps(separators=(",", ":")).
-_encode_json = c_make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
+# Credentials are not kept (raw events are shown to admins): Telegram's secret header is one.
+_KEEP_HEADERS_EXCLUDED = frozenset(
+    {"authorization", "cookie", "proxy-authorization", "x-telegram-bot-api-secret-token"}
+)
+
+
+def headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k not in _KEEP_HEADERS_EXCLUDED}
 
 
 def headers_json(headers: dict[str, str]) -> str:
-    return "".join(_encode_json(headers, 0))
+    """Compact JSON (orjson: a seventh of the standard encoder's time for a request's headers,
+    in the ingest writer's per-event work)."""
+    return orjson.dumps(headers).decode()
+
+
+def stored_headers(headers: Mapping[str, str]) -> str:
+    """The JSON a raw event's headers are stored as: the request's, credentials left out."""
+    if type(headers) is not dict or not _KEEP_HEADERS_EXCLUDED.isdisjoint(headers):
+        headers = headers_to_keep(headers)  # a plain dict, without the credentials
+    return headers_json(headers)

@@ -1,10 +1,11 @@
 """The embedded default's ingest store: each batch written by a process of its own.
 
 A batch of raw events goes to the writer process (`ingest_sqlite_writer.py`) as one frame on a
-pipe; the writer inserts it as one multi-row `INSERT OR IGNORE` (a TEMP trigger on its
-connection adds each new event's inbound job in the same statement), tells the commit, syncs
-the WAL and tells that. The rows' B-tree work (nine per event) and the sync run beside the
-event loop, and, unlike on a thread, without ever taking the server's GIL from it.
+pipe, as the requests brought them; the writer gives them their ids and stored form, inserts
+them as one multi-row `INSERT OR IGNORE` (a TEMP trigger on its connection adds each new event's
+inbound job in the same statement), tells the commit, syncs the WAL and tells that. The rows'
+B-tree work (nine per event) and the sync run beside the event loop, and, unlike on a thread,
+without ever taking the server's GIL from it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TypeVar, cast
 
 from chatgate.domain.errors import ServiceUnavailable
 from chatgate.services import ingest_sqlite_writer as writer
-from chatgate.services.ingest_rows import Committed, Stored, headers_json, inbound_job_id
+from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds
 from chatgate.store.sqlite_gate import SqliteWriteGate
 
 log = logging.getLogger(__name__)
@@ -33,72 +34,68 @@ def _stamp(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def raw_event_values(rows: Sequence[dict[str, object]], now: datetime) -> list[object]:
-    """The batch's INSERT parameters, row after row, as plain `str` and `bytes` (what the
-    writer's `marshal` carries: no enum or other subclass of them)."""
+def batch_payload(rows: Sequence[NewRaw], now: datetime) -> bytes:
+    """The batch as the writer's `marshal` carries it: the time it was received, and its rows.
+    Usually they are plain `str`, `bytes` and `dict` already; any other type (a StrEnum kind, a
+    bytearray body, a read-only headers mapping) is made one."""
     stamp = _stamp(now)
-    values: list[object] = []
-    for row in rows:
-        values += (
-            str(row["id"]),
-            str(row["tenant_id"]),
-            str(row["integration_id"]),
-            str(row["kind"]),
-            str(row["provider_event_id"]),
-            headers_json(row["headers"]),  # type: ignore[arg-type]
-            bytes(row["body"]),  # type: ignore[call-overload]
-            "pending",
-            stamp,
-        )
-    return values
+    try:
+        return writer.encode((stamp, rows))
+    except ValueError:  # marshal refuses subclasses of its types
+        plain = [
+            (str(tenant), str(integration), str(kind), str(event_id), dict(headers), bytes(body))
+            for tenant, integration, kind, event_id, headers, body in rows
+        ]
+        return writer.encode((stamp, plain))
 
 
 @dataclass(slots=True)
 class _Batch:
-    committed: asyncio.Future[set[str]]  # the raw ids stored new
+    committed: asyncio.Future[StoredIds]
     durable: asyncio.Future[None]
 
 
 class _WriterPipe(asyncio.SubprocessProtocol):
-    """The server's end of one writer process: batches sent in order, and its answers, which
-    come in the same order, settled on each batch's futures. The writer answers each batch
-    fully (committed then durable, or not committed) before it reads the next one, so the
-    oldest unsettled batch is always the one an answer is about."""
+    """The server's end of one writer process: batches sent in order, and its answers settled
+    on each batch's futures. The writer tells commits (or failures to commit) in the order the
+    batches were sent, and syncs in the same order, each after its batch's commit; a commit
+    and the sync of an earlier batch may come in either order."""
 
     def __init__(self) -> None:
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited = False  # the writer is gone, or can no longer answer
         self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames = writer.FrameReader()
-        self._batches: deque[_Batch] = deque()  # sent and not yet durable (or failed)
+        self._uncommitted: deque[_Batch] = deque()  # sent, their commit not told yet
+        self._unsynced: deque[_Batch] = deque()  # committed, their sync not told yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.SubprocessTransport, transport)
 
-    def send(self, values: list[object], batch: _Batch) -> None:
+    def send(self, payload: bytes, batch: _Batch) -> None:
         pipe = self.transport.get_pipe_transport(0) if self.transport is not None else None
         stdin = cast(asyncio.WriteTransport | None, pipe)
         if self.exited or stdin is None or stdin.is_closing():
             raise ServiceUnavailable("the ingest writer process has stopped; retry")
-        data = writer.frame(writer.BATCH, writer.encode(values))  # before it is counted as sent
-        self._batches.append(batch)
+        data = writer.frame(writer.BATCH, payload)
+        self._uncommitted.append(batch)
         stdin.write(data)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         for kind, payload in self._frames.feed(data):
-            if not self._batches:
+            about = self._uncommitted if kind in (writer.COMMITTED, writer.NOT_COMMITTED) else self._unsynced
+            if not about:
                 log.error("the ingest writer answered a batch it was not sent (%r)", kind)
                 continue
-            batch = self._batches[0]
+            batch = about.popleft()
             if kind == writer.COMMITTED:
-                _settle(batch.committed, set(writer.decode(payload)))
-                continue
-            self._batches.popleft()
-            if kind == writer.DURABLE:
-                _settle(batch.durable, None)
+                _settle(batch.committed, writer.decode(payload))
+                self._unsynced.append(batch)
             elif kind == writer.NOT_COMMITTED:
                 name, message = writer.decode(payload)
                 _settle(batch.committed, _not_committed(name, message))
+            elif kind == writer.DURABLE:
+                _settle(batch.durable, None)
             else:  # SYNC_FAILED: committed, durability unknown; the provider's retry is a duplicate
                 log.error("syncing the SQLite WAL failed: %s", payload.decode(errors="replace"))
                 _settle(batch.durable, ServiceUnavailable("the database could not be synced to disk; retry"))
@@ -115,10 +112,11 @@ class _WriterPipe(asyncio.SubprocessProtocol):
     def _stopped(self) -> None:
         self.exited = True
         error = ServiceUnavailable("the ingest writer process stopped; retry")
-        while self._batches:
-            batch = self._batches.popleft()
-            _settle(batch.committed, error)  # stored or not: the provider's retry will tell
-            _settle(batch.durable, error)
+        for waiting in (self._uncommitted, self._unsynced):
+            while waiting:
+                batch = waiting.popleft()
+                _settle(batch.committed, error)  # stored or not: the provider's retry will tell
+                _settle(batch.durable, error)
 
     async def aclose(self) -> None:
         if self.transport is None:
@@ -177,26 +175,19 @@ class SqliteIngestStore:
         self.command = list(command) if command is not None else writer.command(path)
         self._pipe: _WriterPipe | None = None  # started by the first batch (in the gate)
 
-    async def store(
-        self, rows: list[dict[str, object]], now: datetime, committed: Committed | None = None
-    ) -> Stored:
+    async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
         loop = asyncio.get_running_loop()
-        values = raw_event_values(rows, now)
+        payload = batch_payload(rows, now)
         batch = _Batch(loop.create_future(), loop.create_future())
         async with self.gate.held_async(urgent=True):
             pipe = await self._writer()
-            pipe.send(values, batch)
+            pipe.send(payload, batch)
             try:
-                new_ids = await asyncio.shield(batch.committed)
+                stored = await asyncio.shield(batch.committed)
             except asyncio.CancelledError:
                 # The gate stays held until the writer has committed the batch.
                 await asyncio.wait([batch.committed])
                 raise
-        stored: Stored = [
-            (raw_id, inbound_job_id(raw_id), str(row["tenant_id"]))
-            for row in rows
-            if (raw_id := str(row["id"])) in new_ids
-        ]
         if committed is not None:
             committed(stored)
         await batch.durable  # the gate is free meanwhile: others commit while the WAL syncs

@@ -15,8 +15,10 @@ Only the standard library and the modules named below are imported, so it starts
 of a second; it exits when its stdin closes (the server closed it, or is gone).
 
 Frames, both ways: a kind byte, a little-endian u32 length, then that many bytes.
-  to the writer:   B  the batch's INSERT parameters, row after row (`marshal`)
-  from the writer: C  committed: the raw ids stored new (`marshal` list)
+  to the writer:   B  the batch (`marshal`): its received-at stamp, and its rows as the requests
+                      brought them (`ingest_rows.NewRaw`)
+  from the writer: C  committed (`marshal` list): per row, the id it was stored under, or None
+                      for a duplicate
                    E  not committed: `marshal` (error class name, message)
                    D  the commit is durable (the WAL is synced)
                    F  the sync failed: the message
@@ -33,6 +35,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chatgate.domain.ids import new_ids
+from chatgate.services.ingest_rows import NewRaw, stored_headers
 from chatgate.store.wal_sync import WalFileSync, sync_wal
 
 BATCH, COMMITTED, NOT_COMMITTED, DURABLE, SYNC_FAILED = b"B", b"C", b"E", b"D", b"F"
@@ -109,15 +113,33 @@ def _placeholders(rows: int) -> str:
     return ",".join([row] * rows)
 
 
-def insert_batch(connection: sqlite3.Connection, values: list[object]) -> set[str]:
-    """Insert the raw events not stored yet (and, by the trigger, their jobs); the ids of the
-    new ones. Usually all are new, which the row count shows without a query."""
-    rows = len(values) // COLUMNS
-    ids = [str(values[i]) for i in range(0, len(values), COLUMNS)]
-    if rows <= _ROWS_PER_STATEMENT:
-        inserted = connection.execute(_RAW_INSERT + _placeholders(rows), values).rowcount
-        if inserted == rows:  # the common case: one call, one statement, committed
-            return set(ids)
+def insert_values(stamp: str, rows: list[NewRaw]) -> tuple[list[str], list[object]]:
+    """New raw ids for the rows, and the INSERT's parameters, row after row."""
+    ids = new_ids("raw", len(rows))
+    values: list[object] = []
+    for raw_id, (tenant, integration, kind, event_id, headers, body) in zip(ids, rows, strict=True):
+        values += (
+            raw_id,
+            tenant,
+            integration,
+            kind,
+            event_id,
+            stored_headers(headers),
+            body,
+            "pending",
+            stamp,
+        )
+    return ids, values
+
+
+def insert_batch(connection: sqlite3.Connection, stamp: str, rows: list[NewRaw]) -> list[str | None]:
+    """Insert the raw events not stored yet (and, by the trigger, their jobs); per row, its new
+    id or None (a duplicate). Usually all are new, which the row count shows without a query."""
+    ids, values = insert_values(stamp, rows)
+    if len(rows) <= _ROWS_PER_STATEMENT:
+        inserted = connection.execute(_RAW_INSERT + _placeholders(len(rows)), values).rowcount
+        if inserted == len(rows):  # the common case: one call, one statement, committed
+            return list(ids)
     else:  # larger than one statement takes: one transaction around several
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -135,7 +157,7 @@ def insert_batch(connection: sqlite3.Connection, values: list[object]) -> set[st
         marks = ",".join("?" * len(chunk_ids))  # placeholders only: the ids are bound
         query = "SELECT id FROM raw_events WHERE id IN (" + marks + ")"  # noqa: S608
         found.update(str(row[0]) for row in connection.execute(query, chunk_ids))
-    return found
+    return [raw_id if raw_id in found else None for raw_id in ids]
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
@@ -169,14 +191,14 @@ def serve(
             break
         try:
             connection = connection or connect(path)
-            new_ids = insert_batch(connection, decode(payload))
+            stored = insert_batch(connection, *decode(payload))
         except Exception as exc:  # noqa: BLE001 - told to the server, which answers the batch's requests
             if connection is not None and not isinstance(exc, sqlite3.IntegrityError):
                 connection.close()  # the next batch starts from a fresh connection
                 connection = None
             _write_all(write_fd, frame(NOT_COMMITTED, encode((type(exc).__name__, str(exc)))))
             continue
-        _write_all(write_fd, frame(COMMITTED, encode(list(new_ids))))
+        _write_all(write_fd, frame(COMMITTED, encode(stored)))
         try:
             sync()
         except Exception as exc:  # noqa: BLE001 - the server answers 503; the provider's retry meets a duplicate

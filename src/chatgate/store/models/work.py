@@ -21,7 +21,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # inbound | send | deliver
     tenant_id: Mapped[str] = mapped_column(ID)
-    subject_id: Mapped[str] = mapped_column(ID, index=True)  # the raw event, message or delivery
+    # The raw event, message or delivery. Not indexed: no statement looks a job up by it.
+    subject_id: Mapped[str] = mapped_column(ID)
     status: Mapped[str] = mapped_column(String(10), default="pending")  # pending|running|done|dead
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
