@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from chatgate.domain.inbound import ChatRef, Party, ReceivedMessage
@@ -175,3 +176,29 @@ async def test_purging_finished_jobs_reads_only_old_ones(sqlite_api: Api) -> Non
     assert len(statements) == 1
     found = await plan(sqlite_api, *statements[0])
     assert "(status=? AND run_after<?)" in found, found
+
+
+async def test_the_sweeper_finds_expired_leases_in_the_leased_jobs_index(sqlite_api: Api) -> None:
+    """Only running jobs have a lease: the partial index on it holds only them (migration 0007),
+    and the sweeper's "lease expired" search must use it, not read the jobs by status."""
+    with captured(sqlite_api, "SELECT JOBS") as captured_statements:
+        async with sqlite_api.container.db.transaction() as session:
+            await JobStore(session).due_for_dispatch(datetime.now(UTC), timedelta(seconds=30), 439)
+    statements = [(sql, params) for sql, params in captured_statements if 439 in tuple(params)]
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "ix_jobs_lease_until (lease_until<?)" in found, found
+    assert "(status=? AND run_after<?)" in found, found
+
+
+async def test_pending_jobs_stay_out_of_the_leased_jobs_index(api: Api) -> None:
+    """The index is partial where the database allows it: a pending job adds no entry."""
+    if api.backend == "mariadb":
+        pytest.skip("MariaDB has no partial indexes: the index holds every job there")
+    async with api.container.db.engine.connect() as conn:
+        if api.backend == "sqlite":
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_lease_until'"
+        else:
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_lease_until'"
+        definition = str((await conn.exec_driver_sql(sql)).scalar_one())
+    assert "lease_until IS NOT NULL" in definition, definition

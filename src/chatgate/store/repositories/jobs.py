@@ -338,7 +338,9 @@ class JobStore:
                             Job.dispatched_at < Job.run_after,
                         ),
                     ),
-                    and_(Job.status == "running", Job.lease_until < now),
+                    # Leases: searched in their own index (only running jobs have one); SQLite,
+                    # without statistics, would read every running job by status instead.
+                    and_(JOB_STATUS == "running", Job.lease_until < now),
                 )
             )
             .order_by(Job.run_after)
