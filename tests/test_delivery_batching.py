@@ -18,10 +18,10 @@ from chatgate.delivery.http import HttpResult
 from chatgate.services.inbound_processor import LeaseLost
 from chatgate.services.webhook_delivery import DeliveryWorker, _Attempted, _Loaded
 from chatgate.store.models import Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle
 from tests.webhook_helpers import (
     Receiver,
+    inbound_items,
     message_payload,
     post_inbound,
     receive_and_process,
@@ -224,17 +224,9 @@ async def test_a_batch_with_an_event_that_fails_processes_the_others_and_counts_
     payloads = [message_payload("first", message_id="m1"), status, message_payload("third", message_id="m3")]
     for n, payload in enumerate(payloads):
         assert (await post_inbound(api, integration, payload, event_id=f"s{n}")).status_code == 200
-    async with api.container.db.sessions() as session:
-        jobs = list(
-            (
-                await session.execute(
-                    select(Job.id, Job.subject_id)
-                    .where(Job.tenant_id == tenant.id, Job.kind == "inbound")
-                    .order_by(Job.id)
-                )
-            ).all()
-        )
-    await api.container.inbound_processor.handle_batch([QueueItem(job_id, tenant.id) for job_id, _ in jobs])
+    items = await inbound_items(api, tenant)
+    jobs = [(item.job_id, None) for item in items]
+    await api.container.inbound_processor.handle_batch(items)
     rows = dict(
         await _rows(api, select(Job.id, Job.status).where(Job.id.in_([job_id for job_id, _ in jobs])))
     )

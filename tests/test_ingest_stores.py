@@ -22,6 +22,7 @@ from chatgate.services.ingest_rows import NewRaw, StoredIds, headers_json, inbou
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
+from chatgate.store.repositories.jobs import JobStore
 from tests.conftest import Api, unique
 from tests.ingest_writer_sync import WriterSync
 from tests.webhook_helpers import webhook_integration
@@ -83,13 +84,12 @@ async def test_a_batch_with_duplicates_stores_each_new_event_once(sqlite_api: Ap
     assert len(set(_new(stored))) == 37
     rows = _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%")
     assert rows == 40
-    jobs = _count(
+    pending = _count(
         path,
-        "SELECT count(*) FROM jobs WHERE kind = 'inbound' AND subject_id IN "
-        "(SELECT id FROM raw_events WHERE provider_event_id LIKE ?)",
+        "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ? AND status = 'pending'",
         f"{tag}-%",
     )
-    assert jobs == 40  # one job per new event, none for a duplicate
+    assert pending == 40  # each waits for a worker, which makes its job
 
 
 async def test_a_store_that_cannot_write_raises_and_recovers(tmp_path: Any) -> None:
@@ -141,9 +141,11 @@ async def test_the_writer_turns_a_failed_commit_into_503(sqlite_api: Api) -> Non
     await assert_submit_answers_503(sqlite_api, SqliteIngestStore("/nonexistent-dir/chatgate.db"))
 
 
-async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api: Api) -> None:
+async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(quiet: Api) -> None:
     """Whatever the database (SQLite's inline batch, PostgreSQL's one-statement batch, the
-    generic path on MariaDB): concurrent submissions each learn whether they were new."""
+    generic path on MariaDB): concurrent submissions each learn whether they were new. Workers
+    off (`quiet`): the test looks at what the ingest alone stored."""
+    api = quiet
     writer = api.container.ingest
     assert isinstance(writer.row_store, PostgresIngestStore) == (api.backend == "postgresql")
     assert isinstance(writer.row_store, SqliteIngestStore) == (api.backend == "sqlite")
@@ -174,14 +176,32 @@ async def test_the_writer_answers_a_burst_with_duplicates_on_every_database(api:
                 )
             )
         ).all()
-        jobs = (
-            await session.execute(
-                select(Job.id, Job.subject_id).where(Job.subject_id.in_([r.id for r in rows]))
-            )
+        made_at_ingest = (
+            await session.execute(select(Job.id).where(Job.subject_id.in_([r.id for r in rows])))
         ).all()
     assert len(rows) == 30
-    assert len(jobs) == 30
-    assert all(job.id == inbound_job_id(job.subject_id) for job in jobs)  # named after its event
+    assert made_at_ingest == []  # the ingest stores a raw event alone
+    # A worker taking them up makes their jobs, named after their events, once (here on every
+    # database: the statement differs). A job id not named after a raw event makes nothing.
+    job_ids = [inbound_job_id(r.id) for r in rows]
+    now = datetime.now(UTC)
+    for _ in range(2):
+        async with api.container.db.transaction() as session:
+            await JobStore(session).make_inbound_jobs([*job_ids, new_id("job")], now)
+    async with api.container.db.sessions() as session:
+        jobs = (
+            await session.execute(
+                select(Job.id, Job.subject_id, Job.status, Job.kind, Job.tenant_id, Job.run_after).where(
+                    Job.tenant_id == tenant.id
+                )
+            )
+        ).all()
+    received = {r.id: r.received_at for r in rows}
+    assert sorted(job.id for job in jobs) == sorted(job_ids)
+    for job in jobs:
+        assert job.id == inbound_job_id(job.subject_id)  # named after its event
+        assert (job.status, job.kind, job.tenant_id) == ("pending", "inbound", tenant.id)
+        assert job.run_after == received[job.subject_id]  # due since the event came
     assert all(
         "authorization" not in r.headers and r.headers["content-type"] == "application/json" for r in rows
     )
@@ -194,7 +214,7 @@ def _sqlite_path(api: Api) -> str:
     return path
 
 
-async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Api) -> None:
+async def test_new_events_are_stored_pending_in_arrival_order_and_alone(sqlite_api: Api) -> None:
     tenant = await sqlite_api.tenant()
     integration = await webhook_integration(sqlite_api, tenant)
     path = _sqlite_path(sqlite_api)
@@ -211,46 +231,20 @@ async def test_each_new_event_gets_its_inbound_job_named_after_it(sqlite_api: Ap
     assert ids == sorted(ids)  # in the order the rows came: arrival order
     with sqlite3.connect(path) as connection:
         jobs = connection.execute(
-            "SELECT id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at, created_at"
-            " FROM jobs WHERE subject_id IN (?, ?, ?, ?, ?) ORDER BY id",
-            ids,
-        ).fetchall()
+            "SELECT count(*) FROM jobs WHERE subject_id IN (?, ?, ?, ?, ?)", ids
+        ).fetchone()
         events = connection.execute(
-            "SELECT id, provider_event_id, headers, received_at FROM raw_events WHERE id IN (?, ?, ?, ?, ?)"
-            " ORDER BY id",
+            "SELECT id, provider_event_id, headers, status, received_at FROM raw_events"
+            " WHERE id IN (?, ?, ?, ?, ?) ORDER BY id",
             ids,
         ).fetchall()
     stamp = now.strftime("%Y-%m-%d %H:%M:%S.456789")
-    assert jobs == [
-        (inbound_job_id(raw_id), "inbound", tenant.id, raw_id, "pending", stamp, 0, stamp, stamp)
-        for raw_id in ids
-    ]
+    assert jobs == (0,)  # made when a worker takes the event up
     assert events == [
-        (raw_id, row[3], '{"content-type":"application/json"}', stamp)
+        (raw_id, row[3], '{"content-type":"application/json"}', "pending", stamp)
         for raw_id, row in zip(ids, rows, strict=True)
     ]
     assert inbound_job_id("raw_01jabc") == "job_01jabc"
-
-
-async def test_the_job_trigger_belongs_to_the_stores_connection_only(sqlite_api: Api) -> None:
-    """Raw events inserted elsewhere (the ORM, an operator's tool) get no job from it."""
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    path = _sqlite_path(sqlite_api)
-    store = SqliteIngestStore(path, gate=sqlite_api.container.db.write_gate)
-    try:
-        await store.store([_row(tenant.id, integration["id"], unique("first"))], datetime.now(UTC))
-        raw_id = new_id("raw")
-        with sqlite3.connect(path) as connection:
-            connection.execute(
-                "INSERT INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id, headers,"
-                " body, status, received_at) VALUES (?, ?, ?, 'webhook', ?, '{}', x'', 'pending',"
-                " '2026-11-22 00:00:00.000000')",
-                (raw_id, tenant.id, integration["id"], unique("elsewhere")),
-            )
-    finally:
-        await store.aclose()
-    assert _count(path, "SELECT count(*) FROM jobs WHERE subject_id = ?", raw_id) == 0
 
 
 async def test_a_batch_larger_than_one_statement_is_stored_in_one_transaction(sqlite_api: Api) -> None:
@@ -271,8 +265,8 @@ async def test_a_batch_larger_than_one_statement_is_stored_in_one_transaction(sq
     assert [raw_id is not None for raw_id in stored] == [i < 2400 and i != 7 for i in range(2500)]
     like = f"{tag}-%"
     assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", like) == 2400
-    jobs_sql = "SELECT count(*) FROM jobs WHERE subject_id IN (SELECT id FROM raw_events WHERE provider_event_id LIKE ?)"
-    assert _count(path, jobs_sql, like) == 2400
+    pending = "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ? AND status = 'pending'"
+    assert _count(path, pending, like) == 2400
 
 
 async def test_the_event_loop_runs_on_while_a_batch_waits_for_the_database(sqlite_api: Api) -> None:

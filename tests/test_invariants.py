@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatgate.config import Settings
+from chatgate.domain.ids import inbound_job_id
 from chatgate.services.inbound_processor import LeaseLost
 from chatgate.services.ingest_postgres import PostgresIngestStore
 from chatgate.services.ingest_sqlite import SqliteIngestStore
@@ -57,6 +58,15 @@ async def pending_jobs(api: Api, kind: str) -> list[Job]:
     async with api.container.db.sessions() as session:
         query = select(Job).where(Job.kind == kind, Job.status != "done")
         return list((await session.execute(query)).scalars())
+
+
+async def taken_up_inbound_jobs(api: Api) -> list[Job]:
+    """The inbound jobs of the raw events still pending, made as a worker makes them when it
+    first takes the events up (the ingest stores a raw event alone)."""
+    async with api.container.db.transaction() as session:
+        raw_ids = (await session.execute(select(RawEvent.id).where(RawEvent.status == "pending"))).scalars()
+        await JobStore(session).make_inbound_jobs([inbound_job_id(r) for r in raw_ids], datetime.now(UTC))
+    return await pending_jobs(api, "inbound")
 
 
 async def test_ack_only_after_commit(quiet_api: tuple[Api, MovableClock]) -> None:
@@ -126,7 +136,7 @@ async def test_a_dead_workers_job_is_taken_over_after_its_lease(quiet_api: tuple
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
     await post_inbound(api, integration, message_payload("survives", message_id="m1"), event_id="e1")
-    job = (await pending_jobs(api, "inbound"))[0]
+    job = (await taken_up_inbound_jobs(api))[0]
     # Worker "dead" claims the job and dies without finishing it.
     async with api.container.db.transaction() as session:
         assert (
@@ -148,7 +158,7 @@ async def test_a_slow_worker_that_lost_its_lease_rolls_back(quiet_api: tuple[Api
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
     await post_inbound(api, integration, message_payload("once", message_id="m1"), event_id="e1")
-    job = (await pending_jobs(api, "inbound"))[0]
+    job = (await taken_up_inbound_jobs(api))[0]
     processor = api.container.inbound_processor
     async with api.container.db.transaction() as session:
         claimed = await JobStore(session).claim(job.id, processor.worker_id, clock(), timedelta(seconds=60))
@@ -187,11 +197,11 @@ async def test_duplicate_queue_deliveries_and_replays_have_one_effect(
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
     await post_inbound(api, integration, message_payload("one", message_id="m1"), event_id="e1")
-    job = (await pending_jobs(api, "inbound"))[0]
-    item = QueueItem(job.id, tenant.id)
+    raw_id = await scalar(api, select(RawEvent.id))
+    # Five deliveries of the queue item at once: each worker would make the event's job first.
+    item = QueueItem(inbound_job_id(raw_id), tenant.id)
     processor = api.container.inbound_processor
     await asyncio.gather(*(processor.handle(item) for _ in range(5)))
-    raw_id = await scalar(api, select(RawEvent.id))
     replay = await api.client.post(f"/v1/raw-events/{raw_id}/replay", headers=tenant.key_headers)
     assert replay.status_code == 202
     for pending in await pending_jobs(api, "inbound"):

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from chatgate.store.models import Event, RawEvent
+from chatgate.store.repositories.jobs import JobStore
 from tests.conftest import Api, TenantHandle, unique
 from tests.webhook_helpers import (
     OUTBOUND_SECRET,
@@ -419,6 +420,9 @@ async def test_a_sqlite_batch_claims_without_a_claim_update_and_leaves_held_jobs
     held, expired = items[1].job_id, items[2].job_id
     now = datetime.now(UTC)
     async with api.container.db.transaction() as session:
+        # Taken up by another worker: their jobs made (the ingest stores raw events alone), one
+        # still held, one whose lease expired.
+        await JobStore(session).make_inbound_jobs([held, expired], now)
         for job_id, until in ((held, now + timedelta(minutes=1)), (expired, now - timedelta(seconds=1))):
             await session.execute(
                 update(Job)

@@ -15,7 +15,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from chatgate.delivery import signing
-from chatgate.store.models import Job
+from chatgate.domain.ids import inbound_job_id
+from chatgate.store.models import RawEvent
 from chatgate.workers.queue import QueueItem
 from tests.conftest import Api, TenantHandle, unique
 
@@ -129,14 +130,21 @@ async def receive_and_process(api: Api, tenant: TenantHandle, count: int) -> Non
     for n in range(count):
         payload = message_payload(f"message {n}", message_id=f"m{n}")
         assert (await post_inbound(api, integration, payload, event_id=f"e{n}")).status_code == 200
+    await api.container.inbound_processor.handle_batch(await inbound_items(api, tenant))
+
+
+async def inbound_items(api: Api, tenant: TenantHandle) -> list[QueueItem]:
+    """The queue items of the tenant's raw events still pending, in arrival order, as the ingest
+    published them: their inbound jobs' ids (the jobs are made when a worker takes them up)."""
     async with api.container.db.sessions() as session:
-        inbound = (
+        pending = (
             await session.execute(
-                select(Job.id).where(Job.tenant_id == tenant.id, Job.kind == "inbound").order_by(Job.id)
+                select(RawEvent.id)
+                .where(RawEvent.tenant_id == tenant.id, RawEvent.status == "pending")
+                .order_by(RawEvent.id)
             )
         ).scalars()
-        items = [QueueItem(job_id, tenant.id) for job_id in inbound]
-    await api.container.inbound_processor.handle_batch(items)
+        return [QueueItem(inbound_job_id(raw_id), tenant.id) for raw_id in pending]
 
 
 async def subscribe(api: Api, tenant: TenantHandle, receiver: Receiver, **body: Any) -> dict[str, Any]:

@@ -78,3 +78,19 @@ def new_ids(prefix: str, count: int) -> list[str]:
 def new_public_id() -> str:
     """An unguessable id for URLs we hand to providers (`/in/{kind}/{public_id}`)."""
     return secrets.token_urlsafe(18)
+
+
+RAW_PREFIX = "raw_"
+JOB_PREFIX = "job_"
+
+
+def inbound_job_id(raw_id: str) -> str:
+    """The inbound job of a raw event shares its id's ULID (`raw_01…` → `job_01…`): unique and
+    in arrival order like the event's, known without asking the database, and made only when
+    a worker takes the event up (`JobStore.make_inbound_jobs`)."""
+    return JOB_PREFIX + raw_id[len(RAW_PREFIX) :]
+
+
+def inbound_raw_id(job_id: str) -> str:
+    """The raw event an inbound job named after it (`inbound_job_id`) belongs to."""
+    return RAW_PREFIX + job_id[len(JOB_PREFIX) :]

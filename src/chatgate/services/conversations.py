@@ -8,7 +8,7 @@ from chatgate.store.db import Database
 from chatgate.store.models import Contact, Conversation, Message, RawEvent
 from chatgate.store.pagination import Page
 from chatgate.store.repositories.conversations import ConversationRepository
-from chatgate.store.repositories.jobs import new_job
+from chatgate.store.repositories.jobs import JobStore
 from chatgate.store.repositories.raw_events import RawEventRepository
 from chatgate.workers.queue import QueueItem
 
@@ -85,7 +85,6 @@ class ConversationQueries:
             raw = await RawEventRepository(session, tenant_id).get(raw_id)
             raw.status = "pending"
             raw.error = None
-            job = new_job("inbound", tenant_id, raw.id, now)
-            session.add(job)
-        await self.publish("inbound", [QueueItem(job.id, tenant_id)])
+            job_id = await JobStore(session).requeue_inbound(raw.id, tenant_id, now)
+        await self.publish("inbound", [QueueItem(job_id, tenant_id)])
         return raw

@@ -1,7 +1,8 @@
 """The inbound worker: raw events → normalized events → contacts, conversations, messages → log.
 
-A tenant's raw events are processed in order, a batch per transaction. Exactly-once effect:
-jobs are claimed with a lease; all effects, the log append and the jobs' completion commit
+A tenant's raw events are processed in order, a batch per transaction. An event's job is made
+when a worker first takes it up (the ingest stores the raw event alone; the sweeper makes the
+jobs of events whose queue message was lost). Exactly-once effect: jobs are claimed with a lease; all effects, the log append and the jobs' completion commit
 together, and completion only succeeds while we still hold the leases. A worker that lost a
 lease (too slow, or presumed dead) rolls the whole batch back. If a batch fails for any other
 reason, its events are retried one by one so one bad event cannot hold up the others.
@@ -153,8 +154,11 @@ class InboundProcessor:
             await self._failed(jobs, exc)
 
     async def _claim(self, ids: list[str]) -> list[ClaimedJob]:
+        now = self.clock()
         async with self.db.transaction() as session:
-            claimed = await JobStore(session).claim_plain(ids, self.worker_id, self.clock(), self.lease)
+            jobs = JobStore(session)
+            await jobs.make_inbound_jobs(ids, now)  # the ingest stored their raw events alone
+            claimed = await jobs.claim_plain(ids, self.worker_id, now, self.lease)
         return sorted(claimed, key=lambda job: job.id)  # ULIDs: the order they were received in
 
     async def _failed(self, jobs: list[ClaimedJob], exc: Exception) -> None:
@@ -185,7 +189,9 @@ class InboundProcessor:
         now = self.clock()
         async with self.db.transaction() as session:
             if claim:
-                # SQLite: the claim and the finish share this transaction (see claimable_plain).
+                # SQLite: the claim and the finish share this transaction (see claimable_plain),
+                # and so does making the jobs (the ingest stored their raw events alone).
+                await JobStore(session).make_inbound_jobs(claim, now)
                 claimed = await JobStore(session).claimable_plain(claim, now)
                 jobs = sorted(claimed, key=lambda job: job.id)  # ULIDs: the order received in
                 if not jobs:

@@ -26,8 +26,7 @@ from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_ids
 from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, headers_to_keep, inbound_job_id
 from chatgate.store.db import Database
-from chatgate.store.models import Job, RawEvent
-from chatgate.store.repositories.jobs import job_row
+from chatgate.store.models import RawEvent
 from chatgate.workers.queue import QueueItem
 
 log = logging.getLogger(__name__)
@@ -36,21 +35,22 @@ Publish = Callable[[str, list[QueueItem]], Awaitable[None]]
 
 
 def _queue_items(rows: list[NewRaw], ids: StoredIds) -> list[QueueItem]:
-    """The inbound jobs of the rows stored new."""
+    """The queue items of the rows stored new: their inbound jobs, by the ids those will have
+    (`inbound_job_id`; the job is made when a worker takes the event up)."""
     return [
         QueueItem(inbound_job_id(raw_id), row[0]) for row, raw_id in zip(rows, ids, strict=True) if raw_id
     ]
 
 
 class RowStore(Protocol):
-    """A database's own fast path for a batch of raw events and their jobs
+    """A database's own fast path for a batch of raw events
     (`ingest_sqlite.py`, `ingest_postgres.py`)."""
 
     connections: int  # batches it may store side by side
     constraint_errors: tuple[type[BaseException], ...]  # a row the database refused
 
     async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
-        """Store the rows not stored yet, each new one under a new id, with its inbound job;
+        """Store the rows not stored yet, each new one under a new id (status pending);
         return once durable. `committed` is called as soon as they are committed (visible),
         which may be before they are durable."""
         ...
@@ -262,7 +262,6 @@ class IngestWriter:
                 ).all()
             )
             fresh: list[dict[str, object]] = []
-            jobs: list[dict[str, object]] = []
             for (tenant, integration, kind, event_id, headers, body), raw_id in zip(
                 rows, new_ids("raw", len(rows)), strict=True
             ):
@@ -283,9 +282,7 @@ class IngestWriter:
                         "received_at": now,
                     }
                 )
-                jobs.append(job_row("inbound", tenant, raw_id, now, job_id=inbound_job_id(raw_id)))
                 ids.append(raw_id)
             if fresh:
                 await session.execute(insert(RawEvent), fresh)
-                await session.execute(insert(Job), jobs)
         return ids

@@ -1,9 +1,9 @@
 """PostgreSQL's ingest store: a whole batch in one statement, one round trip, one commit.
 
-Through the ORM a batch took five round trips (BEGIN, the duplicate check, two inserts,
-COMMIT), and under load each waits for the busy event loop to get round to its answer; here
-the raw events and their jobs are inserted by one autocommitted statement on a connection of
-the ingest writer's own. `ON CONFLICT DO NOTHING` on the unique (integration, provider event
+Through the ORM a batch took four round trips (BEGIN, the duplicate check, the insert, COMMIT),
+and under load each waits for the busy event loop to get round to its answer; here the raw
+events are inserted by one autocommitted statement on a connection of the ingest writer's own
+(their inbound jobs are made when a worker takes them up). `ON CONFLICT DO NOTHING` on the unique (integration, provider event
 id) index answers duplicates, also against other processes inserting the same event.
 """
 
@@ -17,30 +17,18 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from chatgate.domain.ids import new_ids
-from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, inbound_job_id, stored_headers
+from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, stored_headers
 
 log = logging.getLogger(__name__)
 
 _STORE = """
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bytea[], $8::text[])
-        AS t(id, tenant_id, integration_id, kind, provider_event_id, headers, body, job_id)
-), stored AS (
-    INSERT INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id, headers, body,
-                            status, received_at)
-    SELECT id, tenant_id, integration_id, kind, provider_event_id, headers::json, body, 'pending', $9
-    FROM input
-    ON CONFLICT (integration_id, provider_event_id) DO NOTHING
-    RETURNING id
-), queued AS (
-    INSERT INTO jobs (id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at,
-                      created_at)
-    SELECT input.job_id, 'inbound', input.tenant_id, input.id, 'pending', $9, 0, $9, $9
-    FROM input JOIN stored ON stored.id = input.id
-    RETURNING subject_id
-)
-SELECT subject_id FROM queued
+INSERT INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id, headers, body, status,
+                        received_at)
+SELECT id, tenant_id, integration_id, kind, provider_event_id, headers::json, body, 'pending', $8
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
+    AS t(id, tenant_id, integration_id, kind, provider_event_id, headers, body)
+ON CONFLICT (integration_id, provider_event_id) DO NOTHING
+RETURNING id
 """
 
 
@@ -79,7 +67,6 @@ class PostgresIngestStore:
                 event_ids,
                 [stored_headers(h) for h in headers],
                 bodies,
-                [inbound_job_id(raw_id) for raw_id in ids],
                 stamp,
             )
         except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
+from chatgate.domain.ids import inbound_job_id
+
 # One raw event to store: (tenant_id, integration_id, kind, provider_event_id, headers, body).
 # `headers` are the request's, all of them (`headers_to_keep` picks what is stored).
 NewRaw = tuple[str, str, str, str, Mapping[str, str], bytes]
@@ -20,16 +22,6 @@ NewRaw = tuple[str, str, str, str, Mapping[str, str], bytes]
 # stored already (a duplicate: same integration and provider event id).
 StoredIds = list[str | None]
 Committed = Callable[[StoredIds], None]  # told what a batch stored once it is committed
-
-RAW_PREFIX = "raw_"
-JOB_PREFIX = "job_"
-
-
-def inbound_job_id(raw_id: str) -> str:
-    """The inbound job of a raw event shares its id's ULID (`raw_01…` → `job_01…`): unique
-    and in arrival order like the event's, and known without asking the database."""
-    return JOB_PREFIX + raw_id[len(RAW_PREFIX) :]
-
 
 # Credentials are not kept (raw events are shown to admins): Telegram's secret header is one.
 _KEEP_HEADERS_EXCLUDED = frozenset(
@@ -52,3 +44,14 @@ def stored_headers(headers: Mapping[str, str]) -> str:
     if type(headers) is not dict or not _KEEP_HEADERS_EXCLUDED.isdisjoint(headers):
         headers = headers_to_keep(headers)  # a plain dict, without the credentials
     return headers_json(headers)
+
+
+__all__ = [
+    "Committed",
+    "NewRaw",
+    "StoredIds",
+    "headers_json",
+    "headers_to_keep",
+    "inbound_job_id",
+    "stored_headers",
+]

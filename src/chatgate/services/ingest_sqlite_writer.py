@@ -1,7 +1,7 @@
 """The SQLite ingest store's writer process: `python -m chatgate.services.ingest_sqlite_writer DB`.
 
-It reads batches of raw events from its stdin, inserts each one (one multi-row statement, which
-also adds each new event's inbound job by a TEMP trigger) and syncs the WAL, telling its stdout
+It reads batches of raw events from its stdin, inserts each one (one multi-row statement; an
+event's inbound job is made later, when a worker takes it up) and syncs the WAL, telling its stdout
 of each step: the commit (with the ids stored new), then the sync. The server's process
 (`ingest_sqlite.SqliteIngestStore`) answers the batch's requests after the sync.
 
@@ -48,16 +48,6 @@ _RAW_INSERT = (
     "INSERT OR IGNORE INTO raw_events (id, tenant_id, integration_id, kind, provider_event_id,"
     " headers, body, status, received_at) VALUES "
 )
-# On the writer's connection only (TEMP): every raw event it inserts gets its inbound job, in
-# the same statement. Other connections (the ORM, tools) are not affected.
-# The job id is `inbound_job_id(NEW.id)`: 'job_' and the raw id after its 4-character prefix.
-_JOB_TRIGGER = (
-    "CREATE TEMP TRIGGER IF NOT EXISTS ingest_inbound_job AFTER INSERT ON main.raw_events BEGIN"
-    " INSERT INTO jobs (id, kind, tenant_id, subject_id, status, run_after, attempts, dispatched_at,"
-    " created_at) VALUES ('job_' || substr(NEW.id, 5), 'inbound',"
-    " NEW.tenant_id, NEW.id, 'pending', NEW.received_at, 0, NEW.received_at, NEW.received_at);"
-    " END"
-)
 
 
 def encode(value: Any) -> bytes:
@@ -101,7 +91,6 @@ def connect(path: str) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=NORMAL")  # the writer syncs the WAL after each commit
         connection.execute("PRAGMA busy_timeout=10000")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(_JOB_TRIGGER)
     except BaseException:
         connection.close()
         raise
@@ -133,8 +122,8 @@ def insert_values(stamp: str, rows: list[NewRaw]) -> tuple[list[str], list[objec
 
 
 def insert_batch(connection: sqlite3.Connection, stamp: str, rows: list[NewRaw]) -> list[str | None]:
-    """Insert the raw events not stored yet (and, by the trigger, their jobs); per row, its new
-    id or None (a duplicate). Usually all are new, which the row count shows without a query."""
+    """Insert the raw events not stored yet; per row, its new id or None (a duplicate). Usually
+    all are new, which the row count shows without a query."""
     ids, values = insert_values(stamp, rows)
     if len(rows) <= _ROWS_PER_STATEMENT:
         inserted = connection.execute(_RAW_INSERT + _placeholders(len(rows)), values).rowcount

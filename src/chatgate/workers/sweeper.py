@@ -2,7 +2,8 @@
 
 Every interval it publishes jobs that are due and were not published recently (their queue
 message was lost, or their retry time has come) and jobs whose lease expired (their worker
-died). A lost broker message therefore delays work by at most `redispatch_after`; it never
+died). Raw events still pending after `redispatch_after` with no job yet (the job is made when
+a worker takes the event up, and their queue message was lost) get their job made and published. A lost broker message therefore delays work by at most `redispatch_after`; it never
 loses it. Several sweepers may run (one per worker process): a double publish is harmless
 because a job must be claimed before it runs.
 """
@@ -47,6 +48,8 @@ class Sweeper:
         now = self.clock()
         async with self.db.transaction() as session:
             jobs = JobStore(session)
+            # Raw events whose queue message was lost before any worker made their job.
+            await jobs.adopt_waiting_raw_events(now - self.redispatch_after, self.batch)
             due = await jobs.due_for_dispatch(now, self.redispatch_after, self.batch)
             await jobs.mark_dispatched([j.id for j in due], now)
         by_topic: dict[str, list[QueueItem]] = defaultdict(list)

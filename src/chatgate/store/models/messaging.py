@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,11 +29,22 @@ Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
+_PENDING = text("status = 'pending'")
+
+
 class RawEvent(Base):
     """A provider request exactly as received: stored before we answer 200, replayable."""
 
     __tablename__ = "raw_events"
-    __table_args__ = (UniqueConstraint("integration_id", "provider_event_id"),)
+    __table_args__ = (
+        UniqueConstraint("integration_id", "provider_event_id"),
+        # Raw events still pending: the sweeper finds those whose inbound job was never made
+        # (the job is made when a worker takes the event up). Only they are in it, where the
+        # database allows a partial index.
+        Index(
+            "ix_raw_events_pending", "status", "received_at", sqlite_where=_PENDING, postgresql_where=_PENDING
+        ),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, index=True)

@@ -9,18 +9,80 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import (
+    Insert,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from chatgate.domain.ids import new_id
-from chatgate.store.models import Job
+from chatgate.domain.ids import JOB_PREFIX, RAW_PREFIX, inbound_job_id, inbound_raw_id, new_id
+from chatgate.store.models import Job, RawEvent
 from chatgate.store.prepared import Prepared
 from chatgate.store.unindexed import unindexed
 
 _JOBS = cast(Table, Job.__table__)
+_RAW_EVENTS = cast(Table, RawEvent.__table__)
+
+# An inbound job, made from its raw event: named after it (`inbound_job_id`, in SQL), due since
+# the event was received.
+_INBOUND_JOB_ID = literal(JOB_PREFIX, String) + func.substr(
+    _RAW_EVENTS.c.id, len(RAW_PREFIX) + 1, type_=String
+)
+_INBOUND_JOB_COLUMNS = (
+    "id",
+    "kind",
+    "tenant_id",
+    "subject_id",
+    "status",
+    "run_after",
+    "attempts",
+    "dispatched_at",
+    "created_at",
+)
+# `status = 'pending'` spelled out, not bound: the partial index of pending raw events is used
+# only where the query's own text implies its condition.
+_RAW_PENDING = _RAW_EVENTS.c.status == literal_column("'pending'")
+
+
+def _inbound_jobs_from_raw_events(dispatched_at: ColumnElement[Any]) -> Select[Any]:
+    raw = _RAW_EVENTS.c
+    return select(
+        _INBOUND_JOB_ID,
+        literal("inbound"),
+        raw.tenant_id,
+        raw.id,
+        literal("pending"),
+        raw.received_at,
+        literal(0),
+        dispatched_at,
+        raw.received_at,
+    )
+
+
+def _insert_jobs_unless_present(dialect: str) -> Insert:
+    """INSERT INTO jobs that skips a job already there (made meanwhile by another worker)."""
+    if dialect == "postgresql":
+        return postgresql_insert(_JOBS).on_conflict_do_nothing(index_elements=["id"])
+    if dialect in ("mysql", "mariadb"):
+        return insert(_JOBS).prefix_with("IGNORE")
+    return insert(_JOBS).prefix_with("OR IGNORE")
 
 
 def new_job(
@@ -188,6 +250,67 @@ def retry_params(items: Sequence[Reschedule]) -> list[dict[str, object]]:
 class JobStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def make_inbound_jobs(self, job_ids: Sequence[str], now: datetime) -> None:
+        """Make the inbound jobs among `job_ids` that do not exist yet, for their raw events still
+        pending. The ingest stores a raw event alone (the webhook's answer waits for nothing
+        else); its job, named after it, is made here when a worker first takes it up, and then
+        claimed like any job. A job id not named after a raw event (a replay's) makes nothing."""
+        raw_ids = [inbound_raw_id(job_id) for job_id in job_ids]
+        if not raw_ids:
+            return
+        made = _inbound_jobs_from_raw_events(literal(now, Job.dispatched_at.type)).where(
+            _RAW_EVENTS.c.id.in_(raw_ids), _RAW_PENDING
+        )
+        await self.session.execute(
+            _insert_jobs_unless_present(self._dialect()).from_select(_INBOUND_JOB_COLUMNS, made)
+        )
+
+    async def requeue_inbound(self, raw_id: str, tenant_id: str, now: datetime) -> str:
+        """The raw event's inbound job, due again now (made if it has none yet; a worker that
+        held it loses its lease): an admin's replay. Its id."""
+        job_id = inbound_job_id(raw_id)
+        again = await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status="pending",
+                run_after=now,
+                attempts=0,
+                lease_until=None,
+                leased_by=None,
+                dispatched_at=now,
+                last_error=None,
+                finished_at=None,
+            )
+        )
+        if again.rowcount != 1:  # type: ignore[attr-defined]
+            job = new_job("inbound", tenant_id, raw_id, now)
+            job.id = job_id
+            self.session.add(job)
+        return job_id
+
+    async def adopt_waiting_raw_events(self, received_before: datetime, limit: int) -> int:
+        """Make the inbound jobs of raw events pending since before `received_before` that have
+        none: their queue message was lost before any worker took them up. The jobs are made not
+        dispatched, so the sweep that called this publishes them; how many were made."""
+        job = _JOBS.alias("existing")
+        waiting = (
+            _inbound_jobs_from_raw_events(literal(None, Job.dispatched_at.type))
+            .where(
+                _RAW_PENDING,
+                _RAW_EVENTS.c.received_at < received_before,
+                ~exists().where(job.c.id == _INBOUND_JOB_ID),
+            )
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            _insert_jobs_unless_present(self._dialect()).from_select(_INBOUND_JOB_COLUMNS, waiting)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def claim(self, job_id: str, worker: str, now: datetime, lease: timedelta) -> Job | None:
         """Take the job if it is due and nobody holds a live lease on it."""
