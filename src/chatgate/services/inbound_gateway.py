@@ -109,14 +109,9 @@ class InboundGateway:
             raise
         if splitter is not None:
             return await self._receive_split(kind, integration.ref, splitter(request.body), request)
-        event_id = adapter.event_id(request)
-        stored = await self.writer.submit(
-            tenant_id=integration.ref.tenant_id,
-            integration_id=integration.ref.id,
-            kind=kind,
-            provider_event_id=event_id,
-            headers=request.headers,
-            body=request.body,
+        ref = integration.ref
+        stored = await self.writer.enqueue(
+            ref.tenant_id, ref.id, kind, adapter.event_id(request), request.headers, request.body
         )
         return STORED if stored else DUPLICATE
 

@@ -128,13 +128,27 @@ class IngestWriter:
         body: bytes,
     ) -> bool:
         """Store one raw event; True when new, False for a duplicate. Raises ServiceUnavailable."""
+        return await self.enqueue(tenant_id, integration_id, kind, provider_event_id, headers, body)
+
+    def enqueue(
+        self,
+        tenant_id: str,
+        integration_id: str,
+        kind: str,
+        provider_event_id: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> asyncio.Future[bool]:
+        """`submit` as a plain call: the raw event joins the next batch, and the future answers.
+        For the inbound hot path, where each coroutine between the request and the answer is
+        resumed once more when the answer comes (and `submit` was one of them)."""
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
         future: asyncio.Future[bool] = self._loop().create_future()
         self._waiting.append(((tenant_id, integration_id, kind, provider_event_id, headers, body), future))
         if len(self._storing) < self.batches_in_flight and self._starting is None:
             self._flush()
-        return await future
+        return future
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         # Kept: on Python 3.11 each `get_running_loop()` costs a getpid() system call.

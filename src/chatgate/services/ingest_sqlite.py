@@ -31,7 +31,7 @@ _T = TypeVar("_T")
 
 def _stamp(value: datetime) -> str:
     """The text form SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds)."""
-    return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")  # strftime's, faster
 
 
 def batch_payload(rows: Sequence[NewRaw], now: datetime) -> bytes:
