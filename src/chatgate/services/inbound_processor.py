@@ -2,8 +2,9 @@
 
 A tenant's raw events are processed in order, a batch per transaction. An event's job is made
 when a worker first takes it up (the ingest stores the raw event alone; the sweeper makes the
-jobs of events whose queue message was lost). Exactly-once effect: jobs are claimed with a lease; all effects, the log append and the jobs' completion commit
-together, and completion only succeeds while we still hold the leases. A worker that lost a
+jobs of events whose queue message was lost). Exactly-once effect: jobs are claimed with a
+lease; all effects, the log append and the jobs' completion commit together, and completion
+only succeeds while we still hold the leases. A worker that lost a
 lease (too slow, or presumed dead) rolls the whole batch back. If a batch fails for any other
 reason, its events are retried one by one so one bad event cannot hold up the others.
 """

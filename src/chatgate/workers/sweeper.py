@@ -3,7 +3,8 @@
 Every interval it publishes jobs that are due and were not published recently (their queue
 message was lost, or their retry time has come) and jobs whose lease expired (their worker
 died). Raw events still pending after `redispatch_after` with no job yet (the job is made when
-a worker takes the event up, and their queue message was lost) get their job made and published. A lost broker message therefore delays work by at most `redispatch_after`; it never
+a worker takes the event up, and their queue message was lost) get their job made and
+published. A lost broker message therefore delays work by at most `redispatch_after`; it never
 loses it. Several sweepers may run (one per worker process): a double publish is harmless
 because a job must be claimed before it runs.
 """
