@@ -34,18 +34,7 @@ from common import REPO, VENV_PYTHON, container_env, free_port
 
 def export(rev: str, work: Path) -> str:
     """The `src` of `rev` ("." for the working tree), as a directory for PYTHONPATH."""
-    if rev == ".":
-        return str(REPO / "src")
-    commit = bench.git("rev-parse", "--short", f"{rev}^{{commit}}")
-    if not commit:
-        raise SystemExit(f"ab: {rev!r} is not a commit")
-    code = work / f"src-{commit}"
-    code.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
-    return str(code / "src")
+    return str(REPO / "src") if rev == "." else bench.export_src(rev, work)[1]
 
 
 def machine_ticks() -> tuple[int, int]:

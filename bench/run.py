@@ -1239,22 +1239,27 @@ def git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def select_code(args: argparse.Namespace, work: Path) -> str:
-    """Which chatgate is measured; with --commit, export it and make every process import it."""
-    if not args.commit:
-        head = git("rev-parse", "--short", "HEAD") or "?"
-        dirty = bool(git("status", "--porcelain", "--", "src"))
-        return f"working tree at {head}" + (" + uncommitted changes in src/" if dirty else "")
-    rev = git("rev-parse", "--short", f"{args.commit}^{{commit}}")
+def export_src(commit: str, work: Path) -> tuple[str, str]:
+    """(short hash, directory for PYTHONPATH) of `commit`'s `src`, exported under `work`."""
+    rev = git("rev-parse", "--short", f"{commit}^{{commit}}")
     if not rev:
-        raise SystemExit(f"bench: --commit {args.commit!r} is not a commit")
+        raise SystemExit(f"bench: {commit!r} is not a commit")
     code = work / f"src-{rev}"
     code.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "--format=tar", rev, "src"], capture_output=True, check=True
     )
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
-    src = str(code / "src")
+    return rev, str(code / "src")
+
+
+def select_code(args: argparse.Namespace, work: Path) -> str:
+    """Which chatgate is measured; with --commit, export it and make every process import it."""
+    if not args.commit:
+        head = git("rev-parse", "--short", "HEAD") or "?"
+        dirty = bool(git("status", "--porcelain", "--", "src"))
+        return f"working tree at {head}" + (" + uncommitted changes in src/" if dirty else "")
+    rev, src = export_src(args.commit, work)
     sys.path.insert(0, src)  # before the editable install's path, for the in-process setup
     os.environ["PYTHONPATH"] = src + (
         os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""

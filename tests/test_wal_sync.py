@@ -250,7 +250,7 @@ async def test_the_inbound_job_is_dispatched_at_the_commit_and_the_answer_waits_
     _, held, writer, event, published = await ingest_writer(sqlite_api, tmp_path)
     held.hold()
     try:
-        answer = asyncio.create_task(writer.submit(**event))  # type: ignore[arg-type]
+        answer = asyncio.ensure_future(writer.submit(**event))  # type: ignore[arg-type]
         await held.started()
         await eventually(lambda: len(published) == 1, timeout=5)  # dispatched while the sync runs
         assert not answer.done()  # the provider's answer waits for the sync

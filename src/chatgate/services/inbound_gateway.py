@@ -109,9 +109,13 @@ class InboundGateway:
             raise
         if splitter is not None:
             return await self._receive_split(kind, integration.ref, splitter(request.body), request)
-        ref = integration.ref
-        stored = await self.writer.enqueue(
-            ref.tenant_id, ref.id, kind, adapter.event_id(request), request.headers, request.body
+        stored = await self.writer.submit(
+            tenant_id=integration.ref.tenant_id,
+            integration_id=integration.ref.id,
+            kind=kind,
+            provider_event_id=adapter.event_id(request),
+            headers=request.headers,
+            body=request.body,
         )
         return STORED if stored else DUPLICATE
 

@@ -117,7 +117,7 @@ class IngestWriter:
         if self.row_store is not None:
             await self.row_store.aclose()
 
-    async def submit(
+    def submit(
         self,
         *,
         tenant_id: str,
@@ -126,22 +126,11 @@ class IngestWriter:
         provider_event_id: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> bool:
-        """Store one raw event; True when new, False for a duplicate. Raises ServiceUnavailable."""
-        return await self.enqueue(tenant_id, integration_id, kind, provider_event_id, headers, body)
-
-    def enqueue(
-        self,
-        tenant_id: str,
-        integration_id: str,
-        kind: str,
-        provider_event_id: str,
-        headers: Mapping[str, str],
-        body: bytes,
     ) -> asyncio.Future[bool]:
-        """`submit` as a plain call: the raw event joins the next batch, and the future answers.
-        For the inbound hot path, where each coroutine between the request and the answer is
-        resumed once more when the answer comes (and `submit` was one of them)."""
+        """Store one raw event: it joins the next batch, and the future answers True when new,
+        False for a duplicate (or raises ServiceUnavailable). A plain call returning the future,
+        not a coroutine: on the inbound hot path each coroutine between the request and the
+        answer is resumed once more when the answer comes."""
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
         future: asyncio.Future[bool] = self._loop().create_future()
