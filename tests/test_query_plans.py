@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from chatgate.domain.ids import inbound_job_id
 from chatgate.domain.inbound import ChatRef, Party, ReceivedMessage
 from chatgate.services.inbound_processor import _load_raws
 from chatgate.store.repositories.conversations import ConversationRepository
@@ -202,3 +203,26 @@ async def test_pending_jobs_stay_out_of_the_leased_jobs_index(api: Api) -> None:
             sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_lease_until'"
         definition = str((await conn.exec_driver_sql(sql)).scalar_one())
     assert "lease_until IS NOT NULL" in definition, definition
+
+
+async def test_making_inbound_jobs_reads_their_raw_events_by_primary_key(sqlite_api: Api) -> None:
+    """A worker makes a batch's inbound jobs from their raw events, by id: not by the pending
+    raw events' index, which under a backlog holds every event still waiting (found with
+    bench/pipeline_stages.py: 2.8 ms per 200-event batch with 2,000 pending, 0.5 ms by id)."""
+    ids = [inbound_job_id(f"raw_{i}") for i in range(50)]
+    with captured(sqlite_api, "INSERT OR IGNORE INTO JOBS") as statements:
+        async with sqlite_api.container.db.transaction() as session:
+            await JobStore(session).make_inbound_jobs(ids, datetime.now(UTC))
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "sqlite_autoindex_raw_events_1 (id=?)" in found, found
+    assert "ix_raw_events_pending" not in found, found
+
+
+async def test_the_sweeper_finds_raw_events_nobody_took_up_in_the_pending_index(sqlite_api: Api) -> None:
+    with captured(sqlite_api, "INSERT OR IGNORE INTO JOBS") as statements:
+        async with sqlite_api.container.db.transaction() as session:
+            await JobStore(session).adopt_waiting_raw_events(datetime.now(UTC) - timedelta(seconds=30), 100)
+    assert len(statements) == 1
+    found = await plan(sqlite_api, *statements[0])
+    assert "ix_raw_events_pending" in found, found

@@ -262,8 +262,10 @@ class JobStore:
         raw_ids = [inbound_raw_id(job_id) for job_id in job_ids]
         if not raw_ids:
             return
+        # By primary key: on `status = 'pending'` SQLite's planner (no statistics) would read
+        # every pending raw event, a whole backlog, per batch.
         made = _inbound_jobs_from_raw_events(literal(now, Job.dispatched_at.type)).where(
-            _RAW_EVENTS.c.id.in_(raw_ids), _RAW_PENDING
+            _RAW_EVENTS.c.id.in_(raw_ids), unindexed(_RAW_EVENTS.c.status) == "pending"
         )
         await self.session.execute(
             _insert_jobs_unless_present(self._dialect()).from_select(_INBOUND_JOB_COLUMNS, made)
