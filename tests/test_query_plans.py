@@ -9,7 +9,7 @@ their plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,24 +205,26 @@ async def test_pending_jobs_stay_out_of_the_leased_jobs_index(api: Api) -> None:
     assert "lease_until IS NOT NULL" in definition, definition
 
 
+async def inbound_jobs_plan(api: Api, make: Callable[[JobStore], Awaitable[object]]) -> str:
+    """The plan of the one statement `make` runs to make inbound jobs from raw events."""
+    with captured(api, "INSERT OR IGNORE INTO JOBS") as statements:
+        async with api.container.db.transaction() as session:
+            await make(JobStore(session))
+    assert len(statements) == 1
+    return await plan(api, *statements[0])
+
+
 async def test_making_inbound_jobs_reads_their_raw_events_by_primary_key(sqlite_api: Api) -> None:
     """A worker makes a batch's inbound jobs from their raw events, by id: not by the pending
     raw events' index, which under a backlog holds every event still waiting (found with
     bench/pipeline_stages.py: 2.8 ms per 200-event batch with 2,000 pending, 0.5 ms by id)."""
     ids = [inbound_job_id(f"raw_{i}") for i in range(50)]
-    with captured(sqlite_api, "INSERT OR IGNORE INTO JOBS") as statements:
-        async with sqlite_api.container.db.transaction() as session:
-            await JobStore(session).make_inbound_jobs(ids, datetime.now(UTC))
-    assert len(statements) == 1
-    found = await plan(sqlite_api, *statements[0])
+    found = await inbound_jobs_plan(sqlite_api, lambda jobs: jobs.make_inbound_jobs(ids, datetime.now(UTC)))
     assert "sqlite_autoindex_raw_events_1 (id=?)" in found, found
     assert "ix_raw_events_pending" not in found, found
 
 
 async def test_the_sweeper_finds_raw_events_nobody_took_up_in_the_pending_index(sqlite_api: Api) -> None:
-    with captured(sqlite_api, "INSERT OR IGNORE INTO JOBS") as statements:
-        async with sqlite_api.container.db.transaction() as session:
-            await JobStore(session).adopt_waiting_raw_events(datetime.now(UTC) - timedelta(seconds=30), 100)
-    assert len(statements) == 1
-    found = await plan(sqlite_api, *statements[0])
+    before = datetime.now(UTC) - timedelta(seconds=30)
+    found = await inbound_jobs_plan(sqlite_api, lambda jobs: jobs.adopt_waiting_raw_events(before, 100))
     assert "ix_raw_events_pending" in found, found
