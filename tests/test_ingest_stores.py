@@ -406,3 +406,35 @@ async def test_enum_kinds_and_bytearray_bodies_reach_the_writer_as_plain_values(
         '{"content-type":"application/json"}',  # credentials are not kept
     )
     assert stored == 1
+
+
+async def test_a_row_the_database_refuses_does_not_fail_its_neighbours(quiet: Api) -> None:
+    """A batch with a row naming an integration that no longer exists (its foreign key fails):
+    the batch is stored again one row at a time, so the others are stored and answered as new,
+    and nothing is stored for the refused one. On every database (each fails differently)."""
+    api = quiet
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("refused")
+    events = [(integration["id"], f"{tag}-0"), (new_id("int"), f"{tag}-1"), (integration["id"], f"{tag}-2")]
+    answers = await asyncio.gather(
+        *(
+            api.container.ingest.submit(
+                tenant_id=tenant.id,
+                integration_id=integration_id,
+                kind="webhook",
+                provider_event_id=event_id,
+                headers={},
+                body=b"{}",
+            )
+            for integration_id, event_id in events
+        )
+    )
+    assert answers == [True, False, True]
+    async with api.container.db.sessions() as session:
+        stored = (
+            await session.execute(
+                select(RawEvent.provider_event_id).where(RawEvent.provider_event_id.like(f"{tag}-%"))
+            )
+        ).scalars()
+        assert sorted(stored) == [f"{tag}-0", f"{tag}-2"]

@@ -42,6 +42,22 @@ def _queue_items(rows: list[NewRaw], ids: StoredIds) -> list[QueueItem]:
     ]
 
 
+async def _one_by_one(
+    rows: list[NewRaw],
+    store: Callable[[list[NewRaw]], Awaitable[StoredIds]],
+    refused: tuple[type[BaseException], ...],
+) -> StoredIds:
+    """Each row in a batch of its own, after the database refused one of the batch: a row it
+    refuses again counts as not stored (None), and cannot fail its neighbours."""
+    stored: StoredIds = []
+    for row in rows:
+        try:
+            stored += await store([row])
+        except refused:
+            stored.append(None)
+    return stored
+
+
 class RowStore(Protocol):
     """A database's own fast path for a batch of raw events
     (`ingest_sqlite.py`, `ingest_postgres.py`)."""
@@ -214,12 +230,7 @@ class IngestWriter:
         except IntegrityError:
             # Another process stored one of these between our check and our insert: fall back
             # to one transaction per event so each gets its own answer.
-            stored = []
-            for row in rows:
-                try:
-                    stored += await self._store_together([row])
-                except IntegrityError:
-                    stored.append(None)
+            stored = await _one_by_one(rows, self._store_together, (IntegrityError,))
         self._publish_rows(rows, stored)
         return stored
 
@@ -234,15 +245,11 @@ class IngestWriter:
         except store.constraint_errors:
             # Not a duplicate (those are skipped by the insert) but e.g. an integration deleted
             # meanwhile: store the others one by one, so one event cannot fail its neighbours.
-            stored: StoredIds = []
-            for row in rows:
-                try:
-                    stored += await store.store(
-                        [row], self.clock(), functools.partial(self._publish_rows, [row])
-                    )
-                except store.constraint_errors:
-                    stored.append(None)
-            return stored
+            return await _one_by_one(
+                rows,
+                lambda one: store.store(one, self.clock(), functools.partial(self._publish_rows, one)),
+                store.constraint_errors,
+            )
 
     def _publish_rows(self, rows: list[NewRaw], ids: StoredIds) -> None:
         items = _queue_items(rows, ids)

@@ -3,8 +3,9 @@
 Through the ORM a batch took four round trips (BEGIN, the duplicate check, the insert, COMMIT),
 and under load each waits for the busy event loop to get round to its answer; here the raw
 events are inserted by one autocommitted statement on a connection of the ingest writer's own
-(their inbound jobs are made when a worker takes them up). `ON CONFLICT DO NOTHING` on the unique (integration, provider event
-id) index answers duplicates, also against other processes inserting the same event.
+(their inbound jobs are made when a worker takes them up). `ON CONFLICT DO NOTHING` on the
+unique (integration, provider event id) index answers duplicates, also against other processes
+inserting the same event.
 """
 
 from __future__ import annotations
