@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -84,6 +86,18 @@ def test_verify_keys_gives_the_same_verdicts_as_verify(case: dict[str, Any]) -> 
         with pytest.raises(Unauthenticated) as info:
             signing.verify_keys(keys, headers, body, now=case["now"])
         assert EXPECTED_REASON[case["name"]] in info.value.message
+
+
+@pytest.mark.parametrize("key_length", [0, 1, 24, 32, 63, 64, 65, 100, 200])
+def test_keyed_sha256_is_the_standard_librarys_hmac(key_length: int) -> None:
+    # Keys shorter than SHA-256's 64-byte block are padded, longer ones hashed first (RFC 2104).
+    key = bytes(range(256))[:key_length]
+    for parts in [(), (b"",), (b"msg_1.1700000000.",), (b"msg_1.1700000000.", b'{"a":1}' * 40)]:
+        expected = hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+        assert signing.KeyedSha256(key).digest(*parts) == expected
+    keyed = signing.KeyedSha256(key)
+    assert keyed.digest(b"one") == keyed.digest(b"one")  # its key state is not consumed by a message
+    assert keyed.digest(b"one") != keyed.digest(b"two")
 
 
 def test_secret_keys_are_the_parsed_secrets_in_order() -> None:
