@@ -3,10 +3,14 @@
 The inbound path authenticates every provider request with the integration's secret; reading
 and decrypting it per request would cost a query and a decryption each time. Entries live a
 few seconds, so a changed secret or status takes effect quickly on every process.
+
+Under load an entry expires while many requests for it are in flight: they wait for one lookup
+(one query, one decryption) instead of each making its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +46,7 @@ class IntegrationCache:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, CachedIntegration]] = OrderedDict()
+        self._loading: dict[tuple[str, str], asyncio.Task[CachedIntegration]] = {}
 
     def fresh(self, kind: str, public_id: str) -> CachedIntegration | None:
         """The cached entry while it is fresh, without a coroutine (the inbound hot path)."""
@@ -55,6 +60,21 @@ class IntegrationCache:
         if cached is not None:
             return cached
         key = (kind, public_id)
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(key))
+            loading.add_done_callback(lambda done: self._loaded(key, done))
+        # Shielded: a waiter that gives up (its client went away) does not cancel the others' lookup.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key: tuple[str, str], task: asyncio.Task[CachedIntegration]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure is its waiters' to raise, or nobody's
+
+    async def _load(self, key: tuple[str, str]) -> CachedIntegration:
+        kind, public_id = key
         now = self.clock()
         async with self.db.sessions() as session:
             row = await IntegrationRouting(session).by_public_id(kind, public_id)
