@@ -1245,11 +1245,12 @@ def export_src(commit: str, work: Path) -> tuple[str, str]:
     if not rev:
         raise SystemExit(f"bench: {commit!r} is not a commit")
     code = work / f"src-{rev}"
-    code.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    if not code.exists():  # exported once: `bench/ab.py REV --a REV` measures a commit against itself
+        code.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", rev, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
     return rev, str(code / "src")
 
 
