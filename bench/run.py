@@ -401,9 +401,24 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
             f"{aiogram_rate / bare_rate:.2f} x bare",
         )
     for db in args.db:
-        label = {"sqlite": "SQLite WAL fsynced", "postgres": "PostgreSQL 15 fsync=on"}[db]
         rate = med(db)
         last = results[db][-1]
+        if db == "none":
+            report.add(
+                "ingest",
+                "chatgate, no database (diagnostic: nothing stored)",
+                f"{fmt_int(rate)} /s",
+                f"{rate / bare_rate:.2f} x bare",
+                "the ceiling",
+            )
+            report.add(
+                "ingest",
+                "  none: server CPU",
+                f"{(last.cpu or 0) / last.wrk['seconds']:.2f} cores",
+                f"p50 {last.wrk['lat_p50_us'] / 1000:.1f} ms, p99 {last.wrk['lat_p99_us'] / 1000:.1f} ms",
+            )
+            continue
+        label = {"sqlite": "SQLite WAL fsynced", "postgres": "PostgreSQL 15 fsync=on"}[db]
         ok = rate / bare_rate >= TARGET_INGEST_VS_BARE
         report.add(
             "ingest",
@@ -529,7 +544,8 @@ def ingest_chatgate(
     env = container_env(data_dir, url_db, **extra, **args.settings)
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
     port = free_port()
-    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log")
+    null_store = ["--null-store"] if db == "none" else []
+    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log", extra=null_store)
     url = f"http://127.0.0.1:{port}"
     tag = f"r{round_index}"
     try:
@@ -562,14 +578,22 @@ def ingest_chatgate(
         if profiler is not None:
             profiler.wait(60)
         time.sleep(0.5)  # let in-flight commits land before counting
-        stored = count_rows(db, data_dir, pg_holder, f"bench_ingest_{round_index}", f"main{tag}-")
+        stored = (
+            result["ok"]
+            if null_store
+            else count_rows(db, data_dir, pg_holder, f"bench_ingest_{round_index}", f"main{tag}-")
+        )
         for prefix in (warm, main):
             for t in range(args.threads):
                 Path(f"{prefix}.{t}").unlink(missing_ok=True)
     finally:
         proc.stop()
     batches = ingest_batches(proc)
-    total_rows = count_rows(db, data_dir, pg_holder, f"bench_ingest_{round_index}", "")
+    total_rows = (
+        math.nan  # nothing stored to count
+        if null_store
+        else count_rows(db, data_dir, pg_holder, f"bench_ingest_{round_index}", "")
+    )
     result["rows_per_commit"] = total_rows / batches if batches else math.nan
     # each 200 is a committed row, unless the request set wrapped (duplicates answer 200 too)
     good = min(result["ok"], stored) if result["wraps"] else result["ok"]
@@ -1142,7 +1166,12 @@ def max_per_calendar_second(times: Sequence[float]) -> int:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="ingest,e2e,outbound", help="parts to run (default: all)")
-    p.add_argument("--db", default="sqlite,postgres", help="databases for the ingest part (default: both)")
+    p.add_argument(
+        "--db",
+        default="sqlite,postgres",
+        help="databases for the ingest part (default: both); `none` adds a diagnostic run that stores "
+        "nothing (what chatgate's path costs without a database)",
+    )
     p.add_argument("--duration", type=float, default=12, help="seconds per measured wrk run (default 12)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of wrk warm-up per server (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
@@ -1216,7 +1245,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if part not in ("ingest", "e2e", "outbound"):
             p.error(f"--only: unknown part {part!r}")
     for db in args.db:
-        if db not in ("sqlite", "postgres"):
+        if db not in ("sqlite", "postgres", "none"):
             p.error(f"--db: unknown database {db!r}")
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")

@@ -43,11 +43,35 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BARE_BODY})
 
 
+class NullRowStore:
+    """Diagnostic (`--null-store`): each batch is answered as stored, and nothing is stored.
+    The rest of a webhook's path runs as usual (routing, authentication, the ingest writer's
+    batches, the queue items): what that path costs without any database, the ceiling that no
+    storage work can raise."""
+
+    connections = 2
+    constraint_errors: tuple[type[BaseException], ...] = ()
+
+    async def store(self, rows: list[Any], now: Any, committed: Any = None) -> list[str | None]:
+        import asyncio
+
+        from chatgate.domain.ids import new_ids
+
+        stored: list[str | None] = list(new_ids("raw", len(rows)))
+        await asyncio.sleep(0)  # answered in a later loop round, as a database's answer is
+        if committed is not None:
+            committed(stored)
+        return stored
+
+    async def aclose(self) -> None:
+        return None
+
+
 CONTAINER: list[Any] = []
 STALL_TASKS: list[Any] = []
 
 
-def chatgate_app() -> Any:
+def chatgate_app(*, null_store: bool = False) -> Any:
     from common import build_container
 
     from chatgate.app import create_app
@@ -60,6 +84,9 @@ def chatgate_app() -> Any:
 
     print(f"bench: chatgate imported from {Path(chatgate.__file__).parent}", file=sys.stderr, flush=True)
     container = build_container(settings)
+    if null_store:
+        container.ingest.row_store = NullRowStore()
+        container.ingest.batches_in_flight = NullRowStore.connections
     CONTAINER.append(container)
     app = create_app(container)
     from chatgate.cli import settle_heap
@@ -208,11 +235,16 @@ def main() -> None:
         type=float,
         help="what-if: sys.setswitchinterval (GIL hand-over, default 0.005 s)",
     )
+    parser.add_argument(
+        "--null-store",
+        action="store_true",
+        help="diagnostic: chatgate's ingest stores nothing (its path's cost without a database)",
+    )
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
         print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
-    app = chatgate_app() if args.app == "chatgate" else bare_app
+    app = chatgate_app(null_store=args.null_store) if args.app == "chatgate" else bare_app
     pauses = GcPauses()
     import os
 
