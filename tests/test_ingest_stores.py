@@ -360,6 +360,21 @@ async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(s
     assert store.writer_pid is None
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling classes")
+async def test_the_writer_runs_as_a_batch_process_beside_the_event_loop(sqlite_api: Api) -> None:
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    store = SqliteIngestStore(_sqlite_path(sqlite_api), gate=sqlite_api.container.db.write_gate)
+    try:
+        await store.store([_row(tenant.id, integration["id"], unique("a"))], datetime.now(UTC))
+        pid = store.writer_pid
+        assert pid is not None
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the server's own class is left alone
+    finally:
+        await store.aclose()
+
+
 async def test_a_writer_that_cannot_start_answers_503(sqlite_api: Api, tmp_path: Any) -> None:
     command = [str(tmp_path / "no-such-python"), "-m", "x"]
     await assert_submit_answers_503(sqlite_api, SqliteIngestStore(_sqlite_path(sqlite_api), command=command))

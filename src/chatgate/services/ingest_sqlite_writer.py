@@ -210,10 +210,26 @@ def ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def yield_to_the_server() -> None:
+    """Linux: run as SCHED_BATCH, so that a batch written to this process's pipe does not
+    preempt the server's event loop on the CPU it runs on; the batch waits for a free CPU or the
+    loop's turn instead. Each batch woke it, and the loop sat in its `write` until the insert
+    was done (py-spy: 4.7 % of the loop's samples in the end-to-end bench). Kept as is where the
+    system refuses (another OS, a sandbox)."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is None:
+        return
+    try:
+        os.sched_setscheduler(0, batch, os.sched_param(0))
+    except OSError:
+        return
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python -m chatgate.services.ingest_sqlite_writer DATABASE_FILE")
     ignore_stop_signals()
+    yield_to_the_server()
     serve(argv[0])
 
 
