@@ -602,7 +602,8 @@ def ingest_chatgate(
         f"  chatgate/{db}: {fmt_int(rate)} stored/s; 200s {result['ok']:,}, rows {stored:,}, "
         f"non-200 {result['non_2xx']:,}, socket errors {result['socket_errors']:,}, "
         f"server CPU {cpu / result['seconds']:.2f} cores (event loop thread {loop_cpu / result['seconds']:.2f}), "
-        f"wrk {wrk_cpu / result['seconds']:.2f} cores, {result['rows_per_commit']:.1f} rows per ingest commit"
+        f"wrk {wrk_cpu / result['seconds']:.2f} cores"
+        + ("" if null_store else f", {result['rows_per_commit']:.1f} rows per ingest commit")
     )
     return IngestResult(f"chatgate-{db}", rate, result, stored=stored, cpu=cpu)
 
