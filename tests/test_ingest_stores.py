@@ -338,19 +338,26 @@ async def test_a_writer_that_dies_fails_its_batch_and_the_next_batch_starts_anot
     assert _count(path, "SELECT count(*) FROM raw_events WHERE provider_event_id LIKE ?", f"{tag}-%") == 2
 
 
+async def _running_writer(api: Api) -> tuple[SqliteIngestStore, int, NewRaw]:
+    """A store whose writer process has stored a row: (the store, the writer's pid, a row of
+    the same integration, for more)."""
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    store = SqliteIngestStore(_sqlite_path(api), gate=api.container.db.write_gate)
+    await store.store([_row(tenant.id, integration["id"], unique("a"))], datetime.now(UTC))
+    pid = store.writer_pid
+    assert pid is not None
+    return store, pid, _row(tenant.id, integration["id"], unique("b"))
+
+
 async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(sqlite_api: Api) -> None:
     """A Ctrl-C or a service manager's SIGTERM to the whole process group must not cut the
     batches in flight: the writer stops when the server closes its pipe."""
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    store = SqliteIngestStore(_sqlite_path(sqlite_api), gate=sqlite_api.container.db.write_gate)
+    store, pid, another = await _running_writer(sqlite_api)
     try:
-        await store.store([_row(tenant.id, integration["id"], unique("a"))], datetime.now(UTC))
-        pid = store.writer_pid
-        assert pid is not None
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGINT)
-        stored = await store.store([_row(tenant.id, integration["id"], unique("b"))], datetime.now(UTC))
+        stored = await store.store([another], datetime.now(UTC))
         assert len(_new(stored)) == 1
         assert store.writer_pid == pid
     finally:
@@ -362,13 +369,8 @@ async def test_the_writer_ignores_stop_signals_and_exits_when_the_store_closes(s
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling classes")
 async def test_the_writer_runs_as_a_batch_process_beside_the_event_loop(sqlite_api: Api) -> None:
-    tenant = await sqlite_api.tenant()
-    integration = await webhook_integration(sqlite_api, tenant)
-    store = SqliteIngestStore(_sqlite_path(sqlite_api), gate=sqlite_api.container.db.write_gate)
+    store, pid, _ = await _running_writer(sqlite_api)
     try:
-        await store.store([_row(tenant.id, integration["id"], unique("a"))], datetime.now(UTC))
-        pid = store.writer_pid
-        assert pid is not None
         assert os.sched_getscheduler(pid) == os.SCHED_BATCH
         assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the server's own class is left alone
     finally:

@@ -4,16 +4,15 @@ database (the entry's query and its credentials' decryption)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from chatgate.domain.errors import NotFound
 from chatgate.services.integration_cache import IntegrationCache
 from tests.conftest import Api
+from tests.sql_capture import captured
 from tests.webhook_helpers import webhook_integration
 
 
@@ -25,21 +24,9 @@ class ManualClock:
         return self.now
 
 
-@contextmanager
-def integration_lookups(api: Api) -> Iterator[list[str]]:
-    """The statements that read the integrations table, while the block runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "FROM integrations" in statement:
-            seen.append(statement)
-
-    engine = api.container.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+def integration_lookups(api: Api) -> AbstractContextManager[list[tuple[str, Any]]]:
+    """The queries of the integrations table, while the block runs."""
+    return captured(api, "SELECT INTEGRATIONS")
 
 
 def cache_for(api: Api, clock: ManualClock) -> IntegrationCache:

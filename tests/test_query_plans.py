@@ -9,13 +9,11 @@ their plan.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from chatgate.domain.ids import inbound_job_id
 from chatgate.domain.inbound import ChatRef, Party, ReceivedMessage
@@ -25,23 +23,8 @@ from chatgate.store.repositories.inbound_lookups import load_lookups
 from chatgate.store.repositories.jobs import JobStore
 from chatgate.store.repositories.webhooks import WebhookRepository
 from tests.conftest import Api
+from tests.sql_capture import captured
 from tests.webhook_helpers import webhook_integration
-
-
-@contextmanager
-def captured(api: Api, prefix: str) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.lstrip().upper().startswith(prefix):
-            statements.append((statement, parameters))
-
-    engine = api.container.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 async def plan(api: Api, statement: str, parameters: Any) -> str:
