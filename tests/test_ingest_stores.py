@@ -375,7 +375,7 @@ def _batch_class_allowed() -> bool:
     probe = "import os; os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))"
     return (
         hasattr(os, "SCHED_BATCH")
-        and subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+        and subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode == 0
     )
 
 
