@@ -557,8 +557,9 @@ def ingest_chatgate(
     env = container_env(data_dir, url_db, **extra, **args.settings)
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
     port = free_port()
-    null_store = ["--null-store"] if db == "none" else []
-    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log", extra=null_store)
+    null_store = db == "none"
+    extra_args = ["--null-store"] if null_store else []
+    proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log", extra=extra_args)
     url = f"http://127.0.0.1:{port}"
     tag = f"r{round_index}"
     try:

@@ -11,6 +11,7 @@ CHATGATE_* environment like `chatgate serve`, and configures its logging the sam
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,13 @@ class NullRowStore:
     connections = 2
     constraint_errors: tuple[type[BaseException], ...] = ()
 
+    def __init__(self) -> None:
+        from chatgate.domain.ids import new_ids  # chatgate is imported only when it is served
+
+        self._new_ids = new_ids
+
     async def store(self, rows: list[Any], now: Any, committed: Any = None) -> list[str | None]:
-        import asyncio
-
-        from chatgate.domain.ids import new_ids
-
-        stored: list[str | None] = list(new_ids("raw", len(rows)))
+        stored: list[str | None] = list(self._new_ids("raw", len(rows)))
         await asyncio.sleep(0)  # answered in a later loop round, as a database's answer is
         if committed is not None:
             committed(stored)
@@ -149,8 +151,6 @@ class StallWatch:
         threading.Thread(target=self._watch, daemon=True).start()
 
     async def tick(self) -> None:
-        import asyncio
-
         while True:
             self._beat = self._clock()
             await asyncio.sleep(0.001)
@@ -296,8 +296,6 @@ def main() -> None:
         original_startup = server.startup
 
         async def startup(sockets: Any = None) -> None:
-            import asyncio
-
             STALL_TASKS.append(asyncio.get_running_loop().create_task(stalls.tick()))
             await original_startup(sockets)
 
