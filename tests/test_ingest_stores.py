@@ -390,6 +390,38 @@ async def test_the_writer_runs_as_a_batch_process_beside_the_event_loop(sqlite_a
         await store.aclose()
 
 
+async def test_what_the_writer_writes_to_its_stderr_is_logged_not_read_as_answers(
+    sqlite_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning or traceback on the writer's stderr (a pipe to the server, like its stdout)
+    once corrupted the answers: the server read it as frames, and the batch never got one."""
+    tenant = await sqlite_api.tenant()
+    integration = await webhook_integration(sqlite_api, tenant)
+    path = _sqlite_path(sqlite_api)
+    noisy = (
+        "import sys; sys.stderr.write('a warning from the writer\\n'); sys.stderr.flush(); "
+        "from chatgate.services.ingest_sqlite_writer import main; main(sys.argv[1:])"
+    )
+    store = SqliteIngestStore(
+        path, gate=sqlite_api.container.db.write_gate, command=[sys.executable, "-c", noisy, path]
+    )
+    try:
+        for _ in range(3):
+            row = _row(tenant.id, integration["id"], unique("noisy"))
+            storing = asyncio.create_task(store.store([row], datetime.now(UTC)))
+            done, _ = await asyncio.wait({storing}, timeout=10)
+            if not done:  # the writer's pid and its end let the stuck batch, and the test, finish
+                pid = store.writer_pid
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.wait({storing})
+                pytest.fail("the batch got no answer from the writer")
+            assert len(_new(storing.result())) == 1
+    finally:
+        await store.aclose()
+    assert "a warning from the writer" in caplog.text
+
+
 async def test_a_writer_that_cannot_start_answers_503(sqlite_api: Api, tmp_path: Any) -> None:
     command = [str(tmp_path / "no-such-python"), "-m", "x"]
     await assert_submit_answers_503(sqlite_api, SqliteIngestStore(_sqlite_path(sqlite_api), command=command))

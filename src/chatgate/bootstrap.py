@@ -373,6 +373,7 @@ class Container:
         if self.settings.auto_migrate:
             await migrate.upgrade(self.settings.effective_database_url)
         await self.box.provider.check()
+        self.db.start()
         await self.queue.start()
         await self.ingest.start()
 

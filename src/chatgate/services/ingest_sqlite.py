@@ -82,6 +82,9 @@ class _WriterPipe(asyncio.SubprocessProtocol):
         stdin.write(data)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:  # its stderr (a warning, a traceback): told to the log, not read as answers
+            log.warning("the ingest writer process wrote: %s", data.decode(errors="replace").rstrip())
+            return
         for kind, payload in self._frames.feed(data):
             about = self._uncommitted if kind in (writer.COMMITTED, writer.NOT_COMMITTED) else self._unsynced
             if not about:

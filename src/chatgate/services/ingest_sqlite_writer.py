@@ -90,6 +90,7 @@ def connect(path: str) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")  # the writer syncs the WAL after each commit
         connection.execute("PRAGMA busy_timeout=10000")
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # the server checkpoints (wal_checkpoint.py)
         connection.execute("PRAGMA foreign_keys=ON")
     except BaseException:
         connection.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from chatgate.domain.errors import ConfigurationError, ServiceUnavailable
 from chatgate.store import sqlite_inline
 from chatgate.store.sqlite_gate import SqliteWriteGate
+from chatgate.store.wal_checkpoint import CHECKPOINT_INTERVAL, WalCheckpointer
 from chatgate.store.wal_sync import WalSyncer
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy", "mysql+aiomysql")
@@ -29,6 +31,8 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Its commits never checkpoint (they run on the event loop's thread): see wal_checkpoint.py.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
 
 
@@ -65,6 +69,8 @@ class Database:
         # nothing to sync).
         path = sqlite_file(url)
         self.wal_syncer = WalSyncer(path) if path else None
+        self.wal_checkpointer = WalCheckpointer(path) if path else None
+        self._checkpointing: asyncio.Task[None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -82,6 +88,35 @@ class Database:
         if self.wal_syncer is not None:
             await self.wal_syncer.sync()  # durable before the caller learns of the commit
 
+    def start(self) -> None:
+        """Start the background work a database needs while the server runs (a SQLite file:
+        its WAL checkpoints)."""
+        if self.wal_checkpointer is not None and self._checkpointing is None:
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self.checkpoint_periodically(), name="sqlite-wal-checkpoints"
+            )
+
+    async def checkpoint_periodically(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """Every `interval` seconds, if the WAL was written since the last time, checkpoint it
+        on a worker thread while holding the write gate (wal_checkpoint.py)."""
+        checkpointer, gate = self.wal_checkpointer, self.write_gate
+        if checkpointer is None or gate is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            if not checkpointer.written():
+                continue
+            async with gate.held_async():
+                # Shielded: cancelled while the thread runs (shutdown), the gate is kept until
+                # the checkpoint is done, so no commit appends to the WAL meanwhile.
+                running = loop.run_in_executor(None, checkpointer.checkpoint)
+                try:
+                    await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    await asyncio.wait([running])
+                    raise
+
     async def ping(self) -> None:
         try:
             async with self.engine.connect() as conn:
@@ -90,6 +125,12 @@ class Database:
             raise ServiceUnavailable(f"database is not reachable: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        checkpointing, self._checkpointing = self._checkpointing, None
+        if checkpointing is not None:
+            checkpointing.cancel()
+            await asyncio.wait([checkpointing])
+        if self.wal_checkpointer is not None:
+            self.wal_checkpointer.close()
         await self.engine.dispose()
         if self.wal_syncer is not None:
             self.wal_syncer.close()
