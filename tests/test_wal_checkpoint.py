@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,60 @@ async def test_the_running_server_checkpoints_its_database(sqlite_api: Api) -> N
     while db.wal_checkpointer.checkpoints == before and loop.time() < until:
         await asyncio.sleep(0.05)
     assert db.wal_checkpointer.checkpoints > before
+
+
+class _FailsFirst(WalCheckpointer):
+    """A WAL file the first look at fails (as a permission error would)."""
+
+    looks = 0
+
+    def written(self) -> bool:
+        self.looks += 1
+        if self.looks == 1:
+            raise PermissionError("permission denied: the WAL file")
+        return super().written()
+
+
+async def test_the_periodic_checkpoint_outlives_an_error_and_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, path = await _database(tmp_path)
+    db.wal_checkpointer = checkpointer = _FailsFirst(path)
+    await _write(db)
+    checkpointing = asyncio.create_task(db.checkpoint_periodically(interval=0.02))
+    try:
+        with caplog.at_level(logging.ERROR, logger="chatgate.store.db"):
+            for _ in range(100):
+                if checkpointer.checkpoints:
+                    break
+                await asyncio.sleep(0.02)
+        assert checkpointer.checkpoints >= 1
+        assert "permission denied: the WAL file" in caplog.text
+    finally:
+        checkpointing.cancel()
+        await asyncio.wait([checkpointing])
+        await db.aclose()
+
+
+async def test_stopping_during_a_checkpoint_waits_for_it_and_frees_the_gate(tmp_path: Path) -> None:
+    db, path = await _database(tmp_path)
+    started = threading.Event()
+
+    def slow_connect(database: str) -> sqlite3.Connection:
+        started.set()
+        time.sleep(0.3)
+        return sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+
+    db.wal_checkpointer = checkpointer = WalCheckpointer(path, connect=slow_connect)
+    await _write(db)
+    checkpointing = asyncio.create_task(db.checkpoint_periodically(interval=0.01))
+    try:
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        checkpointing.cancel()
+        await asyncio.wait([checkpointing])
+        assert checkpointing.cancelled()
+        assert checkpointer.checkpoints == 1  # it ended before the task did
+        await asyncio.wait_for(_write(db), 5)  # the gate is free again
+    finally:
+        await db.aclose()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +19,8 @@ from chatgate.store import sqlite_inline
 from chatgate.store.sqlite_gate import SqliteWriteGate
 from chatgate.store.wal_checkpoint import CHECKPOINT_INTERVAL, WalCheckpointer
 from chatgate.store.wal_sync import WalSyncer
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy", "mysql+aiomysql")
 
@@ -102,20 +105,14 @@ class Database:
         checkpointer, gate = self.wal_checkpointer, self.write_gate
         if checkpointer is None or gate is None:
             return
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            if not checkpointer.written():
-                continue
-            async with gate.held_async():
-                # Shielded: cancelled while the thread runs (shutdown), the gate is kept until
-                # the checkpoint is done, so no commit appends to the WAL meanwhile.
-                running = loop.run_in_executor(None, checkpointer.checkpoint)
-                try:
-                    await asyncio.shield(running)
-                except asyncio.CancelledError:
-                    await asyncio.wait([running])
-                    raise
+            try:
+                if checkpointer.written():
+                    async with gate.held_async():
+                        await _on_a_thread_to_the_end(checkpointer.checkpoint)
+            except Exception:  # an OS error on the WAL file: the WAL only grows meanwhile
+                log.exception("checkpointing the SQLite WAL crashed; trying again in %g s", interval)
 
     async def ping(self) -> None:
         try:
@@ -134,6 +131,17 @@ class Database:
         await self.engine.dispose()
         if self.wal_syncer is not None:
             self.wal_syncer.close()
+
+
+async def _on_a_thread_to_the_end(work: Callable[[], object]) -> None:
+    """Run `work` on a worker thread; cancelled meanwhile (shutdown), still wait for it to end
+    before giving up: the caller holds the write gate, so no commit goes to the WAL meanwhile."""
+    running = asyncio.get_running_loop().run_in_executor(None, work)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 def sqlite_file(url: str) -> str | None:
