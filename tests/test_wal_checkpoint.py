@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from chatgate.services import ingest_sqlite_writer
 from chatgate.store.db import Database
-from chatgate.store.wal_checkpoint import WalCheckpointer
+from chatgate.store.wal_checkpoint import WalCheckpointer, checkpoint_connection
 from tests.conftest import Api
 
 BLOB = 32_768  # bytes per row written: eight pages
@@ -108,7 +108,7 @@ async def test_a_failed_checkpoint_is_logged_and_the_next_one_uses_a_new_connect
         attempts.append(database)
         if len(attempts) == 1:
             raise sqlite3.OperationalError("unable to open database file")
-        return sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        return checkpoint_connection(database)
 
     checkpointer = WalCheckpointer(path, connect=connect)
     try:
@@ -177,7 +177,7 @@ async def test_stopping_during_a_checkpoint_waits_for_it_and_frees_the_gate(tmp_
     def slow_connect(database: str) -> sqlite3.Connection:
         started.set()
         time.sleep(0.3)
-        return sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        return checkpoint_connection(database)
 
     db.wal_checkpointer = checkpointer = WalCheckpointer(path, connect=slow_connect)
     await _write(db)

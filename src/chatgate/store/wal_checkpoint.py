@@ -35,7 +35,7 @@ class WalCheckpointer:
         self, database_path: str, *, connect: Callable[[str], sqlite3.Connection] | None = None
     ) -> None:
         self.database_path = database_path
-        self._connect = connect or _connect
+        self._connect = connect or checkpoint_connection
         self._connection: sqlite3.Connection | None = None
         self._seen: tuple[int, int] | None = None  # the WAL's (mtime, size) when last checkpointed
         self.checkpoints = 0  # checkpoints run so far (tests and benchmarks read it)
@@ -45,6 +45,9 @@ class WalCheckpointer:
             stat = os.stat(self.database_path + "-wal")
         except FileNotFoundError:
             return None  # no WAL yet (or any more: the last connection closed and removed it)
+        # A write in the same clock tick as the last one before a checkpoint, to a WAL started
+        # over at the same size, looks unwritten: its pages wait for the next write (durable
+        # meanwhile, in the WAL).
         return stat.st_mtime_ns, stat.st_size
 
     def written(self) -> bool:
@@ -74,9 +77,9 @@ class WalCheckpointer:
             connection.close()
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def checkpoint_connection(path: str) -> sqlite3.Connection:
     # Used by one worker thread at a time (the write gate orders the calls), not always the same.
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
-__all__ = ["CHECKPOINT_INTERVAL", "WalCheckpointer"]
+__all__ = ["CHECKPOINT_INTERVAL", "WalCheckpointer", "checkpoint_connection"]
