@@ -355,7 +355,7 @@ class IngestResult:
         """CPU microseconds of the event loop per request answered (the bare app and aiogram: the
         whole process, one thread doing the work)."""
         busy = self.loop_cpu if self.loop_cpu is not None else (self.cpu or 0.0)
-        return busy / max(1, self.wrk["ok"]) * 1e6
+        return float(busy / max(1, self.wrk["ok"]) * 1e6)
 
 
 def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict[str, Any]) -> None:
@@ -374,6 +374,16 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
             results.setdefault(db, []).append(
                 ingest_chatgate(args, work, db, bare_first.rate, round_index, pg_holder)
             )
+            if args.grouped and db in ("sqlite", "postgres"):
+                log(f"ingest: the bare app with grouped commits on {db}")
+                if db == "sqlite":
+                    target = f"sqlite:{work / f'grouped-{round_index}.db'}"
+                else:
+                    url_db = pg_holder["server"].create_database(f"bench_grouped_{round_index}")
+                    target = url_db.replace("postgresql+asyncpg://", "postgresql://")
+                results.setdefault(f"grouped-{db}", []).append(
+                    ingest_simple(args, work, f"grouped-{db}", str(round_index), target)
+                )
         log("ingest: bare ASGI app again")
         bare_last = ingest_simple(args, work, "bare", f"{round_index}b")
         bare_runs += [bare_first.rate, bare_last.rate]
@@ -413,6 +423,14 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
             f"{aiogram_rate / bare_rate:.2f} x bare",
         )
     for db in args.db:
+        if f"grouped-{db}" in results:
+            rate = med(f"grouped-{db}")
+            report.add(
+                "ingest",
+                f"reference: the bare app with grouped commits, {db} (stores the body only)",
+                f"{fmt_int(rate)} /s",
+                f"{rate / bare_rate:.2f} x bare",
+            )
         rate = med(db)
         last = results[db][-1]
         if db == "none":
@@ -474,15 +492,45 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
         report.notes.append(f"aiogram comparison skipped: no {AIOGRAM_PYTHON}; install: {AIOGRAM_HINT}")
 
 
-def ingest_simple(args: argparse.Namespace, work: Path, kind: str, round_index: str) -> IngestResult:
+def ingest_simple(
+    args: argparse.Namespace, work: Path, kind: str, round_index: str, grouped_db: str = ""
+) -> IngestResult:
     port = free_port()
     if kind == "bare":
         proc = Proc(
-            [str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", "bare", "--port", str(port)],
+            [
+                str(VENV_PYTHON),
+                str(BENCH / "serve.py"),
+                "--app",
+                "bare",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.server_workers),
+            ],
             log_path=work / f"bare-{round_index}.log",
         )
         health = f"http://127.0.0.1:{port}/"
         make = webhook_requests(port, "/in/webhook/bare", f"bare{round_index}")
+        url = f"http://127.0.0.1:{port}"
+    elif kind.startswith("grouped-"):
+        proc = Proc(
+            [
+                str(VENV_PYTHON),
+                str(BENCH / "serve.py"),
+                "--app",
+                "grouped",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.server_workers),
+                "--grouped-db",
+                grouped_db,
+            ],
+            log_path=work / f"{kind}-{round_index}.log",
+        )
+        health = f"http://127.0.0.1:{port}/"
+        make = webhook_requests(port, "/in/webhook/grouped", f"{kind}{round_index}")
         url = f"http://127.0.0.1:{port}"
     else:
         proc = Proc(
@@ -558,7 +606,7 @@ def ingest_chatgate(
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
     port = free_port()
     null_store = db == "none"
-    extra_args = ["--null-store"] if null_store else []
+    extra_args = (["--null-store"] if null_store else []) + ["--workers", str(args.server_workers)]
     proc = start_chatgate(env, port, work / f"chatgate-{db}-{round_index}.log", extra=extra_args)
     url = f"http://127.0.0.1:{port}"
     tag = f"r{round_index}"
@@ -1192,6 +1240,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--rounds", type=int, default=1, help="repeat the ingest set, report medians (default 1)")
+    p.add_argument(
+        "--server-workers", type=int, default=1, help="server processes for the bare app and chatgate"
+    )
+    p.add_argument(
+        "--grouped",
+        action="store_true",
+        help="also run the issue's reference: the bare app with grouped durable commits (bench/grouped_app.py)",
+    )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
     p.add_argument(
         "--simple-requests",

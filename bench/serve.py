@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,6 @@ def chatgate_app(*, null_store: bool = False) -> Any:
 
     settle_heap()  # as `chatgate serve` does
     import gc
-    import os
 
     if os.environ.get("CHATGATE_BENCH_GC_THRESHOLD"):  # experiment: e.g. 700,10,10 (Python's own)
         gc.set_threshold(*(int(v) for v in os.environ["CHATGATE_BENCH_GC_THRESHOLD"].split(",")))
@@ -203,7 +203,6 @@ def inbound_handler_times(container: Any) -> str:
 
 def thread_cpu() -> str:
     """CPU seconds per thread of this process (Linux /proc), e.g. `main=12.1 python-4242=3.2`."""
-    import os
 
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
@@ -228,7 +227,11 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--app", choices=["chatgate", "bare"], required=True)
+    parser.add_argument("--app", choices=["chatgate", "bare", "grouped"], required=True)
+    parser.add_argument(
+        "--grouped-db",
+        help="--app grouped: sqlite:PATH or a postgresql:// DSN (bench/grouped_app.py)",
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--switch-interval",
@@ -240,14 +243,39 @@ def main() -> None:
         action="store_true",
         help="diagnostic: chatgate's ingest stores nothing (its path's cost without a database)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
     args = parser.parse_args()
+    import signal
+    import socket
+
+    children: list[int] = []
+    if args.workers > 1:
+        for _ in range(args.workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                children = []
+                break
+            children.append(pid)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.set_inheritable(True)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
         print(f"bench: switch interval {sys.getswitchinterval()}", file=sys.stderr, flush=True)
-    app = chatgate_app(null_store=args.null_store) if args.app == "chatgate" else bare_app
-    pauses = GcPauses()
-    import os
+    if args.app == "chatgate":
+        app = chatgate_app(null_store=args.null_store)
+    elif args.app == "grouped":
+        from grouped_app import PostgresGroups, SqliteGroups, grouped_app
 
+        where = args.grouped_db or ""
+        groups = SqliteGroups(where[7:]) if where.startswith("sqlite:") else PostgresGroups(where)
+        app = grouped_app(groups)
+    else:
+        app = bare_app
+    pauses = GcPauses()
     stalls = StallWatch() if os.environ.get("CHATGATE_BENCH_STALLS") else None
     # CHATGATE_BENCH_CPROFILE=FILE: cProfile the whole server run (slows it ~2x: proportions only)
     cprofile_out = os.environ.get("CHATGATE_BENCH_CPROFILE")
@@ -271,14 +299,14 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         server_header=False,
-        log_level="warning" if args.app == "bare" else None,
+        log_level=None if args.app == "chatgate" else "warning",
     )
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
             print(f"BENCH_THREAD_CPU {thread_cpu()}", flush=True)
-            if profiler is not None:
+            if profiler is not None and cprofile_out is not None:
                 profiler.disable()
                 profiler.dump_stats(cprofile_out)
             if stalls is not None:
@@ -300,7 +328,13 @@ def main() -> None:
             await original_startup(sockets)
 
         server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    server.run(sockets=[sock])
+    for child in children:
+        try:
+            os.kill(child, signal.SIGTERM)
+            os.waitpid(child, 0)
+        except ProcessLookupError:
+            pass
 
 
 if __name__ == "__main__":
