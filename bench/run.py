@@ -496,41 +496,16 @@ def ingest_simple(
     args: argparse.Namespace, work: Path, kind: str, round_index: str, grouped_db: str = ""
 ) -> IngestResult:
     port = free_port()
-    if kind == "bare":
+    if kind == "bare" or kind.startswith("grouped-"):
+        app = "bare" if kind == "bare" else "grouped"
+        grouped = ["--grouped-db", grouped_db] if grouped_db else []
+        argv = [str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", app, "--port", str(port)]
         proc = Proc(
-            [
-                str(VENV_PYTHON),
-                str(BENCH / "serve.py"),
-                "--app",
-                "bare",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.server_workers),
-            ],
-            log_path=work / f"bare-{round_index}.log",
-        )
-        health = f"http://127.0.0.1:{port}/"
-        make = webhook_requests(port, "/in/webhook/bare", f"bare{round_index}")
-        url = f"http://127.0.0.1:{port}"
-    elif kind.startswith("grouped-"):
-        proc = Proc(
-            [
-                str(VENV_PYTHON),
-                str(BENCH / "serve.py"),
-                "--app",
-                "grouped",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.server_workers),
-                "--grouped-db",
-                grouped_db,
-            ],
+            [*argv, "--workers", str(args.server_workers), *grouped],
             log_path=work / f"{kind}-{round_index}.log",
         )
         health = f"http://127.0.0.1:{port}/"
-        make = webhook_requests(port, "/in/webhook/grouped", f"{kind}{round_index}")
+        make = webhook_requests(port, f"/in/webhook/{app}", f"{kind}{round_index}")
         url = f"http://127.0.0.1:{port}"
     else:
         proc = Proc(

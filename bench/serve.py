@@ -203,7 +203,6 @@ def inbound_handler_times(container: Any) -> str:
 
 def thread_cpu() -> str:
     """CPU seconds per thread of this process (Linux /proc), e.g. `main=12.1 python-4242=3.2`."""
-
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
     system = 0.0
