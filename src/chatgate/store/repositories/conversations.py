@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -18,7 +19,7 @@ from chatgate.store.pagination import Page
 from chatgate.store.prepared import Prepared
 from chatgate.store.repositories.base import TenantScoped
 from chatgate.store.repositories.inbound_lookups import InboundLookups
-from chatgate.store.transient import adopted, transient
+from chatgate.store.transient import adopted, table_columns, transient
 from chatgate.store.unindexed import unindexed
 
 _MESSAGES = cast(Table, Message.__table__)
@@ -30,6 +31,12 @@ _INSERT_MESSAGES = Prepared(_MESSAGES.insert())
 
 R = TypeVar("R", Contact, Conversation)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
+# A new contact or conversation goes in through Core (built once), not the ORM's flush: the
+# unit of work cost more than the rest of a first message's processing.
+_INSERTS = {
+    Contact: Prepared(cast(Table, Contact.__table__).insert()),
+    Conversation: Prepared(_CONVERSATIONS.insert()),
+}
 # Built once. The tenant is checked but kept from the planner: with a plain `tenant_id = ?`
 # SQLite (no statistics) searched the tenant's index instead of the ids' primary key.
 _TOUCH = Prepared(
@@ -58,16 +65,20 @@ class ConversationRepository(TenantScoped):
         """Returns (contact, changed): changed when created or when its details moved."""
         contact = await self._contact_by_address(integration_id, party.address)
         if contact is None:
-            contact = Contact(
-                id=new_id("ctc"),
-                tenant_id=self.tenant_id,
-                integration_id=integration_id,
-                address=party.address,
-                display_name=party.display_name,
-                username=party.username,
-                phone=party.phone,
-                created_at=now,
-                updated_at=now,
+            contact = transient(
+                Contact,
+                {
+                    "id": new_id("ctc"),
+                    "tenant_id": self.tenant_id,
+                    "integration_id": integration_id,
+                    "address": party.address,
+                    "display_name": party.display_name,
+                    "username": party.username,
+                    "phone": party.phone,
+                    "unreachable": False,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
             created = await self._insert_or_get(
                 contact, lambda: self._query_contact(integration_id, party.address)
@@ -139,15 +150,19 @@ class ConversationRepository(TenantScoped):
     ) -> tuple[Conversation, bool]:
         conversation = await self.conversation_by_external(integration_id, chat.external_id)
         if conversation is None:
-            conversation = Conversation(
-                id=new_id("cnv"),
-                tenant_id=self.tenant_id,
-                integration_id=integration_id,
-                external_id=chat.external_id,
-                kind=chat.kind.value,
-                title=chat.title,
-                contact_id=contact_id,
-                created_at=now,
+            conversation = transient(
+                Conversation,
+                {
+                    "id": new_id("cnv"),
+                    "tenant_id": self.tenant_id,
+                    "integration_id": integration_id,
+                    "external_id": chat.external_id,
+                    "kind": chat.kind.value,
+                    "title": chat.title,
+                    "contact_id": contact_id,
+                    "last_message_at": None,
+                    "created_at": now,
+                },
             )
             stored = await self._insert_or_get(
                 conversation, lambda: self._query_conversation(integration_id, chat.external_id)
@@ -290,13 +305,14 @@ class ConversationRepository(TenantScoped):
             return
         await _TOUCH.run(self.session, {"b_tenant": self.tenant_id, "b_ids": ids, "b_at": at})
 
-    async def _insert_or_get(self, row: Any, reload: Any) -> Any:
-        """Insert under a savepoint; if a concurrent writer won the unique key, use theirs."""
+    async def _insert_or_get(self, row: R, reload: Callable[[], Awaitable[R | None]]) -> R:
+        """Insert a `transient` row under a savepoint; if a concurrent writer won the unique key,
+        use theirs. The row stays out of the session (a change to it later is `_adopt`ed)."""
+        values = {key: row.__dict__[key] for key in table_columns(type(row))}
         try:
             async with self.session.begin_nested():
-                self.session.add(row)
-                await self.session.flush()
-        except IntegrityError:
+                await _INSERTS[type(row)].run(self.session, values)
+        except (IntegrityError, sqlite3.IntegrityError):  # the latter: SQLite's inline engine
             existing = await reload()
             if existing is None:
                 raise
