@@ -15,6 +15,7 @@ part of `bench/run.py` (wrk -t2 -c64, pre-signed distinct requests, workers off)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -44,7 +45,9 @@ def machine_ticks() -> tuple[int, int]:
 
 
 class Server:
-    def __init__(self, name: str, src: str, work: Path, database_url: str | None) -> None:
+    def __init__(
+        self, name: str, src: str, work: Path, database_url: str | None, drops: list[str] | None = None
+    ) -> None:
         self.name = name
         extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
         if database_url:  # a shared database: the keys in the environment, as in bench/run.py
@@ -59,6 +62,8 @@ class Server:
             check=True,
         )
         self.setup: dict[str, str] = json.loads(setup.stdout.strip().splitlines()[-1])
+        if database_url and drops:
+            asyncio.run(bench.drop_raw_event_guards(database_url, drops))
         self.port = free_port()
         self.proc = bench.start_chatgate(self.env, self.port, work / f"{name}.log")
         self.runs: list[tuple[float, float]] = []  # (stored/s, event loop cores)
@@ -94,17 +99,30 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--a-pg-drop",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        metavar="fk,tenant-index,pending-index",
+        help="what-if, A only: drop these guards of raw_events in A's PostgreSQL database",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    unknown = [name for name in args.a_pg_drop if name not in bench.PG_DROPS]
+    if unknown or (args.a_pg_drop and args.db != "postgres"):
+        parser.error(f"--a-pg-drop: PostgreSQL only, one or more of {', '.join(bench.PG_DROPS)}")
     work = Path(tempfile.mkdtemp(prefix="chatgate-ab-"))
     postgres: Any = bench.durable_postgres(work) if args.db == "postgres" else None
     servers: list[Server] = []
     try:
         for name, rev in (("A", args.a), ("B", args.b)):
             url = postgres.create_database(f"ab_{name.lower()}") if postgres is not None else None
-            servers.append(Server(name, export(rev, work), work, url))
-            print(f"{name} = {rev}", flush=True)
+            drops = args.a_pg_drop if name == "A" else []
+            servers.append(Server(name, export(rev, work), work, url, drops))
+            print(
+                f"{name} = {rev}" + (f", raw_events without {', '.join(drops)}" if drops else ""), flush=True
+            )
         for pair in range(args.pairs):
             for server in servers if pair % 2 == 0 else servers[::-1]:
                 print(server.measure(work, str(pair), args), flush=True)

@@ -322,12 +322,19 @@ def start_chatgate(env: dict[str, str], port: int, logfile: Path, *, extra: Sequ
     return proc
 
 
-def durable_postgres(work: Path) -> Any:
-    """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on."""
+def durable_postgres(work: Path, *, unix_socket: bool = False) -> Any:
+    """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on.
+    With `unix_socket`, its database URLs reach it through its Unix socket instead of TCP."""
     from tests.servers import PostgresServer
 
     class DurablePostgres(PostgresServer):
         durable = True
+
+        def create_database(self, name: str) -> str:
+            url = str(super().create_database(name))
+            if not unix_socket:
+                return url
+            return f"postgresql+asyncpg://{self.user}@/{name}?host={self.dir}&port={self.port}"
 
     missing = [n for n, p in DurablePostgres.binaries().items() if p is None]
     if missing:
@@ -559,6 +566,30 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# `--pg-drop`: what each of the raw events' guards costs the ingest (a what-if; never shipped).
+PG_DROPS = {
+    "fk": "ALTER TABLE raw_events DROP CONSTRAINT fk_raw_events_integration_id_integrations",
+    "tenant-index": "DROP INDEX ix_raw_events_tenant_id",
+    "pending-index": "DROP INDEX ix_raw_events_pending",
+}
+
+
+async def drop_raw_event_guards(url: str, drops: Sequence[str]) -> None:
+    """Drop the named constraint and indexes of `raw_events` in the bench's own database."""
+    import asyncpg
+
+    from chatgate.services.ingest_postgres import asyncpg_dsn
+
+    dsn = asyncpg_dsn(url)
+    assert dsn is not None, url
+    connection = await asyncpg.connect(dsn)
+    try:
+        for name in drops:
+            await connection.execute(PG_DROPS[name])
+    finally:
+        await connection.close()
+
+
 def ingest_chatgate(
     args: argparse.Namespace,
     work: Path,
@@ -572,13 +603,15 @@ def ingest_chatgate(
     if db == "postgres":
         if "server" not in pg_holder:
             log("  starting PostgreSQL 15 (durable settings)")
-            pg_holder["server"] = durable_postgres(work)
+            pg_holder["server"] = durable_postgres(work, unix_socket=args.pg_unix_socket)
         url_db = pg_holder["server"].create_database(f"bench_ingest_{round_index}")
     extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
     if url_db:  # a shared-database deployment passes its keys in the environment
         extra["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
     env = container_env(data_dir, url_db, **extra, **args.settings)
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
+    if url_db and args.pg_drop:
+        asyncio.run(drop_raw_event_guards(url_db, args.pg_drop))
     port = free_port()
     null_store = db == "none"
     extra_args = (["--null-store"] if null_store else []) + ["--workers", str(args.server_workers)]
@@ -1223,6 +1256,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run the issue's reference: the bare app with grouped durable commits (bench/grouped_app.py)",
     )
+    p.add_argument(
+        "--pg-unix-socket",
+        action="store_true",
+        help="reach PostgreSQL through its Unix socket, as a co-located deployment can (default: TCP on 127.0.0.1)",
+    )
+    p.add_argument(
+        "--pg-drop",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        metavar="fk,tenant-index,pending-index",
+        help="what-if: drop these guards of raw_events in the bench's PostgreSQL database before the run",
+    )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
     p.add_argument(
         "--simple-requests",
@@ -1293,6 +1338,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for db in args.db:
         if db not in ("sqlite", "postgres", "none"):
             p.error(f"--db: unknown database {db!r}")
+    for name in args.pg_drop:
+        if name not in PG_DROPS:
+            p.error(f"--pg-drop: unknown guard {name!r} (one of {', '.join(PG_DROPS)})")
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
     return args
@@ -1392,6 +1440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.set:
         print(f"NON-DEFAULT SETTINGS: {' '.join(args.set)}")
+    if args.pg_drop:
+        print(f"NON-DEFAULT SCHEMA (PostgreSQL): dropped {', '.join(args.pg_drop)} of raw_events")
+    if args.pg_unix_socket:
+        print("PostgreSQL reached through its Unix socket")
     print()
     print(report.render())
     if report.notes:
