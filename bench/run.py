@@ -574,6 +574,15 @@ PG_DROPS = {
 }
 
 
+def pg_drop_list(value: str) -> list[str]:
+    """An argparse type: the comma-separated `--pg-drop` names, each one of PG_DROPS."""
+    names = [name for name in value.split(",") if name]
+    unknown = [name for name in names if name not in PG_DROPS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown guard {unknown[0]!r} (one of {', '.join(PG_DROPS)})")
+    return names
+
+
 async def drop_raw_event_guards(url: str, drops: Sequence[str]) -> None:
     """Drop the named constraint and indexes of `raw_events` in the bench's own database."""
     import asyncpg
@@ -1263,9 +1272,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--pg-drop",
-        type=lambda v: [x for x in v.split(",") if x],
+        type=pg_drop_list,
         default=[],
-        metavar="fk,tenant-index,pending-index",
+        metavar=",".join(PG_DROPS),
         help="what-if: drop these guards of raw_events in the bench's PostgreSQL database before the run",
     )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
@@ -1338,9 +1347,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for db in args.db:
         if db not in ("sqlite", "postgres", "none"):
             p.error(f"--db: unknown database {db!r}")
-    for name in args.pg_drop:
-        if name not in PG_DROPS:
-            p.error(f"--pg-drop: unknown guard {name!r} (one of {', '.join(PG_DROPS)})")
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
     return args
