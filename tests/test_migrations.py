@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import String, inspect, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatgate.store import migrate
@@ -55,6 +56,51 @@ async def test_models_and_migrations_agree(fresh_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == [], f"models differ from migrations: {diff}"
+
+
+def _model_collations() -> dict[tuple[str, str], str | None]:
+    """Each string column's collation on PostgreSQL, as the models declare it (None: the database's)."""
+    dialect = postgresql.dialect()
+    return {
+        (table.name, column.name): getattr(column.type.dialect_impl(dialect), "collation", None)
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type.dialect_impl(dialect), String)
+    }
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_collations_match_the_models(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Alembic's comparison leaves collations out: a `COLLATE` declared in the models without its
+    migration, or the reverse, fails here. Ids and external keys compare as bytes ("C")."""
+    url = await database_url_for(backend, request, tmp_path)
+    await migrate.upgrade(url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT c.relname, a.attname, NULLIF(co.collname, 'default')"
+                        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " JOIN pg_collation co ON co.oid = a.attcollation"
+                        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0"
+                        " AND NOT a.attisdropped AND a.attcollation <> 0"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    in_database = {
+        (table, column): collation for table, column, collation in rows if table != "alembic_version"
+    }
+    expected = _model_collations()
+    assert in_database == expected
+    assert expected[("raw_events", "provider_event_id")] == "C"
+    assert expected[("raw_events", "kind")] is None
 
 
 async def test_upgrade_is_idempotent(fresh_url: str) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatgate.store.models.base import ID, Base
+from chatgate.store.models.base import EXTERNAL_KEY, ID, Base
 from chatgate.store.types import BigIntPK, utcnow
 
 # MySQL's BLOB holds 64 KiB; provider payloads and uploads need more.
@@ -50,7 +50,7 @@ class RawEvent(Base):
     tenant_id: Mapped[str] = mapped_column(ID, index=True)
     integration_id: Mapped[str] = mapped_column(ID, ForeignKey("integrations.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(40))
-    provider_event_id: Mapped[str] = mapped_column(String(191))
+    provider_event_id: Mapped[str] = mapped_column(EXTERNAL_KEY)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[bytes] = mapped_column(Blob)
     status: Mapped[str] = mapped_column(
@@ -68,7 +68,7 @@ class Contact(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, index=True)
     integration_id: Mapped[str] = mapped_column(ID, ForeignKey("integrations.id", ondelete="CASCADE"))
-    address: Mapped[str] = mapped_column(String(191))
+    address: Mapped[str] = mapped_column(EXTERNAL_KEY)
     display_name: Mapped[str | None] = mapped_column(String(300))
     username: Mapped[str | None] = mapped_column(String(191))
     phone: Mapped[str | None] = mapped_column(String(40))
@@ -87,7 +87,7 @@ class Conversation(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, index=True)
     integration_id: Mapped[str] = mapped_column(ID, ForeignKey("integrations.id", ondelete="CASCADE"))
-    external_id: Mapped[str] = mapped_column(String(191))
+    external_id: Mapped[str] = mapped_column(EXTERNAL_KEY)
     kind: Mapped[str] = mapped_column(String(20))
     title: Mapped[str | None] = mapped_column(String(300))
     contact_id: Mapped[str | None] = mapped_column(ID, ForeignKey("contacts.id", ondelete="SET NULL"))
@@ -109,7 +109,7 @@ class Message(Base):
     contact_id: Mapped[str | None] = mapped_column(ID, ForeignKey("contacts.id", ondelete="SET NULL"))
     direction: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(20))
-    provider_message_id: Mapped[str | None] = mapped_column(String(191))
+    provider_message_id: Mapped[str | None] = mapped_column(EXTERNAL_KEY)
     text: Mapped[str | None] = mapped_column(LongText)
     attachments: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     buttons: Mapped[list[Any]] = mapped_column(default=list)
@@ -137,7 +137,7 @@ class IdempotencyKey(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ID)
-    key: Mapped[str] = mapped_column(String(191))
+    key: Mapped[str] = mapped_column(EXTERNAL_KEY)
     request_hash: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(ID)
     expires_at: Mapped[datetime] = mapped_column(index=True)
@@ -160,7 +160,7 @@ class Channel(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
     integration_id: Mapped[str] = mapped_column(ID, ForeignKey("integrations.id", ondelete="CASCADE"))
-    external_id: Mapped[str] = mapped_column(String(191))
+    external_id: Mapped[str] = mapped_column(EXTERNAL_KEY)
     kind: Mapped[str] = mapped_column(String(20))  # channel | group
     title: Mapped[str | None] = mapped_column(String(300))
     username: Mapped[str | None] = mapped_column(String(100))
@@ -208,7 +208,7 @@ class Event(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "sequence"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_id: Mapped[str] = mapped_column(ID, unique=True)
     tenant_id: Mapped[str] = mapped_column(ID)
     sequence: Mapped[int] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(60))
@@ -216,6 +216,6 @@ class Event(Base):
     integration_id: Mapped[str | None] = mapped_column(ID)
     conversation_id: Mapped[str | None] = mapped_column(ID)
     # Exactly-once: the same cause (raw event + position, message + status) never appends twice.
-    dedupe_key: Mapped[str | None] = mapped_column(String(191), unique=True)
+    dedupe_key: Mapped[str | None] = mapped_column(EXTERNAL_KEY, unique=True)
     data: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -56,7 +56,7 @@ class WebhookDelivery(Base):
     tenant_id: Mapped[str] = mapped_column(ID, index=True)
     endpoint_id: Mapped[str] = mapped_column(ID, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_row_id: Mapped[int] = mapped_column(BigInteger)
-    event_id: Mapped[str] = mapped_column(String(40))  # the evt_… id: the webhook-id header
+    event_id: Mapped[str] = mapped_column(ID)  # the evt_… id: the webhook-id header
     event_type: Mapped[str] = mapped_column(String(60))
     conversation_id: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str] = mapped_column(
