@@ -322,13 +322,15 @@ def start_chatgate(env: dict[str, str], port: int, logfile: Path, *, extra: Sequ
     return proc
 
 
-def durable_postgres(work: Path, *, unix_socket: bool = False) -> Any:
+def durable_postgres(work: Path, *, unix_socket: bool = False, pg_settings: Sequence[str] = ()) -> Any:
     """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on.
-    With `unix_socket`, its database URLs reach it through its Unix socket instead of TCP."""
+    With `unix_socket`, its database URLs reach it through its Unix socket instead of TCP;
+    `pg_settings` ("name=value") are passed to the server as `-c` options."""
     from tests.servers import PostgresServer
 
     class DurablePostgres(PostgresServer):
         durable = True
+        settings = tuple(pg_settings)
 
         def create_database(self, name: str) -> str:
             url = str(super().create_database(name))
@@ -583,6 +585,21 @@ def pg_drop_list(value: str) -> list[str]:
     return names
 
 
+# `--pg-set`: server settings to try; the ones that make a commit durable are not among them.
+PG_DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+def pg_setting(value: str) -> str:
+    """An argparse type: one `--pg-set NAME=VALUE`, never one of the durability settings."""
+    name, sep, setting = value.partition("=")
+    name = name.strip().lower()
+    if not sep or not name or not setting:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r}")
+    if name in PG_DURABILITY_SETTINGS:
+        raise argparse.ArgumentTypeError(f"{name} is a durability setting; the bench keeps it as it is")
+    return f"{name}={setting}"
+
+
 async def drop_raw_event_guards(url: str, drops: Sequence[str]) -> None:
     """Drop the named constraint and indexes of `raw_events` in the bench's own database."""
     import asyncpg
@@ -612,7 +629,9 @@ def ingest_chatgate(
     if db == "postgres":
         if "server" not in pg_holder:
             log("  starting PostgreSQL 15 (durable settings)")
-            pg_holder["server"] = durable_postgres(work, unix_socket=args.pg_unix_socket)
+            pg_holder["server"] = durable_postgres(
+                work, unix_socket=args.pg_unix_socket, pg_settings=args.pg_set
+            )
         url_db = pg_holder["server"].create_database(f"bench_ingest_{round_index}")
     extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
     if url_db:  # a shared-database deployment passes its keys in the environment
@@ -1271,6 +1290,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="reach PostgreSQL through its Unix socket, as a co-located deployment can (default: TCP on 127.0.0.1)",
     )
     p.add_argument(
+        "--pg-set",
+        action="append",
+        type=pg_setting,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL server setting for the bench's server (repeatable; durability settings stay on)",
+    )
+    p.add_argument(
         "--pg-drop",
         type=pg_drop_list,
         default=[],
@@ -1450,6 +1477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"NON-DEFAULT SCHEMA (PostgreSQL): dropped {', '.join(args.pg_drop)} of raw_events")
     if args.pg_unix_socket:
         print("PostgreSQL reached through its Unix socket")
+    if args.pg_set:
+        print(f"NON-DEFAULT PostgreSQL SETTINGS: {' '.join(args.pg_set)}")
     print()
     print(report.render())
     if report.notes:

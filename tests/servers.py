@@ -392,6 +392,8 @@ class PostgresServer(_Server):
     # Throwaway test data: durability off makes the suite much faster. The benchmarks set
     # this to True to measure with production settings.
     durable = False
+    # Extra server settings ("name=value", each passed as `-c`): the benchmarks' what-ifs.
+    settings: tuple[str, ...] = ()
 
     @classmethod
     def binaries(cls) -> dict[str, str | None]:
@@ -450,6 +452,7 @@ class PostgresServer(_Server):
                 f"synchronous_commit={'on' if self.durable else 'off'}",
                 "-c",
                 f"full_page_writes={'on' if self.durable else 'off'}",
+                *(arg for setting in self.settings for arg in ("-c", setting)),
             ]
         )
         isready = [str(PG_BIN / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", self.user]
