@@ -509,8 +509,9 @@ def ingest_simple(
         app = "bare" if kind == "bare" else "grouped"
         grouped = ["--grouped-db", grouped_db] if grouped_db else []
         argv = [str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", app, "--port", str(port)]
+        http = ["--http", "head-holding"] if args.references_head_holding else []
         proc = Proc(
-            [*argv, "--workers", str(args.server_workers), *grouped],
+            [*argv, "--workers", str(args.server_workers), *grouped, *http],
             log_path=work / f"{kind}-{round_index}.log",
         )
         health = f"http://127.0.0.1:{port}/"
@@ -1304,6 +1305,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=",".join(PG_DROPS),
         help="what-if: drop these guards of raw_events in the bench's PostgreSQL database before the run",
     )
+    p.add_argument(
+        "--references-head-holding",
+        action="store_true",
+        help="what-if: serve the bare and grouped apps with chatgate's HTTP protocol (one write per "
+        "response) instead of uvicorn's own",
+    )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
     p.add_argument(
         "--simple-requests",
@@ -1479,6 +1486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("PostgreSQL reached through its Unix socket")
     if args.pg_set:
         print(f"NON-DEFAULT PostgreSQL SETTINGS: {' '.join(args.pg_set)}")
+    if args.references_head_holding:
+        print("NON-DEFAULT REFERENCES: the bare and grouped apps served with chatgate's HTTP protocol")
     print()
     print(report.render())
     if report.notes:

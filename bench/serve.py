@@ -222,6 +222,21 @@ def thread_cpu() -> str:
     )
 
 
+def http_protocol(args: argparse.Namespace) -> Any:
+    """chatgate is served as `chatgate serve` serves it; the reference apps by plain uvicorn."""
+    choice = args.http or ("head-holding" if args.app == "chatgate" else "plain")
+    if choice == "plain":
+        return "httptools"
+    try:
+        from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
+    except ModuleNotFoundError:  # a revision from before it (bench/ab.py, --commit)
+        print(
+            "bench: this chatgate has no http_protocol module: plain httptools", file=sys.stderr, flush=True
+        )
+        return "httptools"
+    return HeadHoldingHttpToolsProtocol
+
+
 def main() -> None:
     import uvicorn
 
@@ -243,6 +258,12 @@ def main() -> None:
         help="diagnostic: chatgate's ingest stores nothing (its path's cost without a database)",
     )
     parser.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
+    parser.add_argument(
+        "--http",
+        choices=("plain", "head-holding"),
+        help="uvicorn's httptools protocol as is, or chatgate's (one write per response); "
+        "default: chatgate's for chatgate, plain for the references",
+    )
     args = parser.parse_args()
     import signal
     import socket
@@ -290,7 +311,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(args),
         workers=1,
         lifespan="on",
         log_config=None,

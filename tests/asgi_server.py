@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
+
 # httpx keeps an idle connection for 5 s and uvicorn, by default, closes one after 5 s: a request
 # sent on a pooled connection just as the server closes it fails with "Server disconnected
 # without sending a response". Test servers keep idle connections far longer than any client
@@ -19,7 +21,9 @@ KEEP_ALIVE_SECONDS = 120
 
 
 def server_config(app: Any, **options: Any) -> uvicorn.Config:
-    """A quiet uvicorn config whose keep-alive outlasts the clients' (see KEEP_ALIVE_SECONDS)."""
+    """A quiet uvicorn config whose keep-alive outlasts the clients' (see KEEP_ALIVE_SECONDS),
+    speaking HTTP as `chatgate serve` does."""
+    options.setdefault("http", HeadHoldingHttpToolsProtocol)
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
     options.setdefault("timeout_keep_alive", KEEP_ALIVE_SECONDS)
@@ -34,16 +38,17 @@ async def serve_asgi(
     sock: socket.socket | None = None,
     startup_seconds: float = 5,
     stop_seconds: float = 10,
+    **config: Any,
 ) -> AsyncIterator[str]:
     """Yields the base URL (`http://127.0.0.1:PORT`); the server stops when the block ends.
 
     `sock`, when given, is a bound socket to serve on, so its URL can be known before the app is
-    built; it is closed when the server stops."""
+    built; it is closed when the server stops. `config`: more uvicorn options."""
     if sock is None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, lifespan=lifespan))
+    server = uvicorn.Server(server_config(app, lifespan=lifespan, **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(int(startup_seconds * 100)):
         if server.started or task.done():
