@@ -495,6 +495,15 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
                 f"ingest {db}: the request set wrapped {w['wraps']} time(s): duplicates were "
                 "answered 200 without a new row; the rate uses rows stored"
             )
+    report.notes.append(
+        "chatgate is served as `chatgate serve` serves it: uvicorn's httptools protocol writing each "
+        "response's head and body at once (chatgate.api.http_protocol); the bare and grouped apps on "
+        + (
+            "the same protocol (--references-head-holding)"
+            if args.references_head_holding
+            else "uvicorn as it comes (--references-head-holding serves them like chatgate)"
+        )
+    )
     if args.rounds > 1:
         report.notes.append(f"ingest figures are medians of {args.rounds} rounds")
     if args.aiogram and not AIOGRAM_PYTHON.exists():
