@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -19,13 +20,22 @@ from chatgate.domain.errors import ServiceUnavailable
 from chatgate.domain.ids import new_id
 from chatgate.domain.integrations import IntegrationKind
 from chatgate.services import ingest_sqlite_writer
+from chatgate.services.ingest import IngestWriter, RowStore
 from chatgate.services.ingest_postgres import PostgresIngestStore
-from chatgate.services.ingest_rows import NewRaw, StoredIds, headers_json, inbound_job_id, stored_headers
+from chatgate.services.ingest_rows import (
+    Committed,
+    NewRaw,
+    StoredIds,
+    headers_json,
+    inbound_job_id,
+    stored_headers,
+)
 from chatgate.services.ingest_sqlite import SqliteIngestStore
 from chatgate.store.db import sqlite_file
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import JobStore
-from tests.conftest import Api, unique
+from chatgate.workers.queue import QueueItem
+from tests.conftest import Api, database_url_for, make_settings, running_api, unique
 from tests.ingest_writer_sync import WriterSync
 from tests.webhook_helpers import webhook_integration
 
@@ -500,3 +510,80 @@ async def test_a_row_the_database_refuses_does_not_fail_its_neighbours(quiet: Ap
             )
         ).scalars()
         assert sorted(stored) == [f"{tag}-0", f"{tag}-2"]
+
+
+class _TurnRecordingStore:
+    """The database's own row store, one batch at a time, noting the event loop's turn at which
+    each batch reached it and at which its answer came back."""
+
+    def __init__(self, store: RowStore, turn: Callable[[], int]) -> None:
+        self.inner = store
+        self.turn = turn
+        self.connections = 1
+        self.constraint_errors = store.constraint_errors
+        self.batches: list[tuple[int, int, int]] = []  # (rows, turn sent, turn answered)
+        self.sent = asyncio.Event()
+
+    async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
+        sent = self.turn()
+        self.sent.set()
+        stored = await self.inner.store(rows, now, committed)
+        self.batches.append((len(rows), sent, self.turn()))
+        return stored
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_the_next_batch_goes_out_in_the_turn_the_last_one_is_answered(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Requests that arrived while a batch was being stored go out as the next batch in the very
+    turn of the event loop that the answer comes back in: under load a turn takes about a
+    millisecond, and every turn lost there is a millisecond every waiting request waits longer."""
+    url = await database_url_for(backend, request, tmp_path)
+    async with running_api(make_settings(tmp_path, url, run_workers_in_api=False), backend) as api:
+        own = api.container.ingest.row_store
+        assert own is not None
+        turns = 0
+
+        def count_turns() -> None:
+            nonlocal turns
+            turns += 1
+            ticking[0] = asyncio.get_running_loop().call_soon(count_turns)
+
+        ticking = [asyncio.get_running_loop().call_soon(count_turns)]
+        store = _TurnRecordingStore(own, lambda: turns)
+        published: list[QueueItem] = []
+
+        async def publish(topic: str, items: list[QueueItem]) -> None:
+            published.extend(items)
+
+        writer = IngestWriter(api.container.db, publish, api.container.clock, row_store=store)
+        tenant = await api.tenant()
+        integration = await webhook_integration(api, tenant)
+        tag = unique("turn")
+
+        def submit(i: int) -> asyncio.Future[bool]:
+            return writer.submit(
+                tenant_id=tenant.id,
+                integration_id=integration["id"],
+                kind="webhook",
+                provider_event_id=f"{tag}-{i}",
+                headers={},
+                body=b"{}",
+            )
+
+        try:
+            first = [submit(i) for i in range(3)]
+            await store.sent.wait()  # the first batch is on its way: these wait for the next
+            second = [submit(i) for i in range(3, 8)]
+            assert await asyncio.wait_for(asyncio.gather(*first, *second), 30) == [True] * 8
+        finally:
+            ticking[0].cancel()
+            await writer.aclose()
+    assert [rows for rows, _, _ in store.batches] == [3, 5]
+    (_, _, first_answered), (_, second_sent, _) = store.batches
+    assert second_sent == first_answered
+    assert len(published) == 8

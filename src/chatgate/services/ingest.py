@@ -181,9 +181,11 @@ class IngestWriter:
 
     async def _take_and_store(self) -> None:
         self._starting = None
-        batch = self._waiting[: self.max_batch]
-        del self._waiting[: self.max_batch]
-        if batch:
+        # The next batch goes out as soon as this one is answered, in the same turn: no turn
+        # for this task to end, its done-callback to run and a new task to take its first step.
+        while self._waiting:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
             await self._store_batch(batch)
 
     def _stored(self, task: asyncio.Task[None]) -> None:
