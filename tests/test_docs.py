@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from chatgate.config import Settings
@@ -35,3 +36,16 @@ def test_event_schemas_are_published_and_current() -> None:
 
     missing = [t.value for t in EventType if f"`{t.value}`" not in documented]
     assert not missing, f"document these event types in docs/events.md: {missing}"
+
+
+def test_relative_links_in_the_docs_resolve() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text("utf-8")):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert len(pages) > 5
+    assert not broken, f"these links point at nothing: {broken}"
