@@ -13,8 +13,8 @@ from chatgate.store.models import Job, RawEvent
 from chatgate.store.repositories.jobs import JobStore
 from chatgate.workers.queue import QueueItem
 from chatgate.workers.sweeper import Sweeper
-from tests.conftest import Api, unique
-from tests.webhook_helpers import webhook_integration
+from tests.conftest import Api
+from tests.webhook_helpers import ingest_empty_events, webhook_integration
 
 
 class RecordingQueue:
@@ -31,23 +31,7 @@ async def _stored(api: Api, count: int) -> tuple[str, list[str]]:
     """A tenant's `count` raw events, stored by the ingest (workers off): (tenant id, raw ids)."""
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
-    tag = unique("j")
-    for n in range(count):
-        assert await api.container.ingest.submit(
-            tenant_id=tenant.id,
-            integration_id=integration["id"],
-            kind="webhook",
-            provider_event_id=f"{tag}-{n}",
-            headers={},
-            body=b"{}",
-        )
-    async with api.container.db.sessions() as session:
-        ids = (
-            await session.execute(
-                select(RawEvent.id).where(RawEvent.provider_event_id.like(f"{tag}-%")).order_by(RawEvent.id)
-            )
-        ).scalars()
-        return tenant.id, list(ids)
+    return tenant.id, await ingest_empty_events(api, tenant, integration["id"], count)
 
 
 async def _jobs(api: Api, tenant_id: str) -> dict[str, Job]:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from chatgate.domain.ids import new_id
 from chatgate.store.models import RawEvent
 from tests.conftest import Api, unique
-from tests.webhook_helpers import webhook_integration
+from tests.webhook_helpers import ingest_empty_events, webhook_integration
 
 
 async def _raw_events_of(api: Api, integration_id: str) -> int:
@@ -29,16 +29,7 @@ async def test_deleting_an_integration_deletes_its_raw_events(quiet: Api) -> Non
     api = quiet
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
-    tag = unique("gone")
-    for n in range(3):
-        assert await api.container.ingest.submit(
-            tenant_id=tenant.id,
-            integration_id=integration["id"],
-            kind="webhook",
-            provider_event_id=f"{tag}-{n}",
-            headers={},
-            body=b"{}",
-        )
+    assert len(await ingest_empty_events(api, tenant, integration["id"], 3)) == 3
     assert await _raw_events_of(api, integration["id"]) == 3
     answer = await api.client.delete(f"/v1/integrations/{integration['id']}", headers=tenant.key_headers)
     assert answer.status_code == 204

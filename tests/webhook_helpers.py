@@ -157,3 +157,24 @@ async def subscribe(api: Api, tenant: TenantHandle, receiver: Receiver, **body: 
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def ingest_empty_events(api: Api, tenant: TenantHandle, integration_id: str, count: int) -> list[str]:
+    """`count` raw events (`{}`) stored by the ingest itself, as new; their raw ids in arrival order."""
+    tag = unique("e")
+    for n in range(count):
+        assert await api.container.ingest.submit(
+            tenant_id=tenant.id,
+            integration_id=integration_id,
+            kind="webhook",
+            provider_event_id=f"{tag}-{n}",
+            headers={},
+            body=b"{}",
+        )
+    async with api.container.db.sessions() as session:
+        ids = (
+            await session.execute(
+                select(RawEvent.id).where(RawEvent.provider_event_id.like(f"{tag}-%")).order_by(RawEvent.id)
+            )
+        ).scalars()
+        return list(ids)
