@@ -8,7 +8,9 @@ On a shared, noisy machine two `bench/run.py --commit` runs minutes apart differ
 most changes do. Here both servers run at once, idle while the other is measured, and the wrk
 runs alternate A B, B A, A B … so each pair meets the same spell of the machine. Per run it
 prints stored webhooks/s, the event loop's CPU per webhook and how busy the whole machine was;
-at the end the medians and how many pairs each side won. Same load and server as the ingest
+at the end the medians, how many pairs each side won, and the median of the pairs' ratios A/B
+with a 90 % interval and the sign test (bench/pairs.py): eight pairs resolve a change of about
+15 %, not one of 5 %; ask for more pairs when the interval straddles 1. Same load and server as the ingest
 part of `bench/run.py` (wrk -t2 -c64, pre-signed distinct requests, workers off).
 """
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench
 from common import REPO, VENV_PYTHON, container_env, free_port
+from pairs import summarize
 
 
 def export(rev: str, work: Path) -> str:
@@ -140,6 +143,7 @@ def main() -> int:
             f" {statistics.median(cost):.1f} us of event loop per webhook"
         )
     print(f"A stored more in {won} of {args.pairs} pairs")
+    print(summarize([rate for rate, _ in a], [rate for rate, _ in b]).describe())
     return 0
 
 
