@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import cProfile
 import pstats
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -48,7 +50,7 @@ from common import (
     sign,
     webhook_body,
 )
-from run import create_tenant_and_integration
+from run import create_tenant_and_integration, durable_postgres
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,6 +58,12 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the embedded SQLite, or a durable PostgreSQL 15 started for the run",
+    )
     parser.add_argument("--process-batch", type=int, default=100, help="raw events per processing batch")
     parser.add_argument("--delivery-concurrency", type=int, default=200)
     parser.add_argument("--profile", choices=["app", "ingest", "process", "deliver"])
@@ -168,11 +176,19 @@ async def main(args: argparse.Namespace) -> None:
     from chatgate.workers.queue import QueueItem
 
     port = free_port()
+    postgres: Any = None
     receiver = subprocess.Popen([str(VENV_PYTHON), str(BENCH_DIR / "fake_provider.py"), "--port", str(port)])
     try:
         await asyncio.sleep(1.0)
-        env = container_env(Path(tempfile.mkdtemp(prefix="chatgate-stages-")), None)
+        work = Path(tempfile.mkdtemp(prefix="chatgate-stages-"))
+        url = None
+        if args.db == "postgres":
+            postgres = durable_postgres(work)
+            url = postgres.create_database("stages")
+        env = container_env(work, url)
         env["CHATGATE_RUN_WORKERS_IN_API"] = "false"
+        if url:  # a shared database: the keys in the environment, as in bench/run.py
+            env["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
         ids = await create_tenant_and_integration(env, {}, webhook_url=f"http://127.0.0.1:{port}/tenant/hook")
         apply_env(env)
         container = build_container(Settings())
@@ -291,6 +307,8 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         receiver.terminate()
         receiver.wait()
+        if postgres is not None:
+            postgres.stop()
 
 
 if __name__ == "__main__":
