@@ -27,11 +27,13 @@ class PairSummary:
     high: float
     coverage: float  # the interval's coverage, at least the one asked for (when the pairs allow)
     p_sign: float  # two-sided sign test
+    asked: float  # the coverage asked for
 
     @property
     def resolved(self) -> bool:
-        """The interval leaves out "no difference"."""
-        return self.low > 1.0 or self.high < 1.0
+        """The interval has the coverage asked for and leaves out "no difference" (too few
+        pairs for that coverage never resolve anything)."""
+        return self.coverage >= self.asked and (self.low > 1.0 or self.high < 1.0)
 
     def describe(self) -> str:
         verdict = "resolved" if self.resolved else "not resolved: more pairs, or no real difference"
@@ -68,4 +70,4 @@ def summarize(a: list[float], b: list[float], coverage: float = 0.9) -> PairSumm
         low, high, reached = ratios[0], ratios[-1], 1 - 2 / 2**n
     else:
         low, high, reached = ratios[k - 1], ratios[n - k], 1 - 2 * _binomial_tail(n, k - 1)
-    return PairSummary(n, wins, statistics.median(ratios), low, high, reached, p_sign)
+    return PairSummary(n, wins, statistics.median(ratios), low, high, reached, p_sign, coverage)

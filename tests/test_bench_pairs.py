@@ -42,6 +42,9 @@ def test_ties_count_for_neither_side_and_few_pairs_give_the_whole_range() -> Non
     assert summary.p_sign == 1.0  # one win, one loss
     assert (summary.low, summary.high) == pytest.approx((10 / 11, 1.2))  # n = 3: no narrower interval
     assert summary.coverage == pytest.approx(0.75)
+    # Too few pairs for the coverage asked resolve nothing, however lopsided.
+    assert not summarize([12.0, 13.0, 14.0], [10.0, 10.0, 10.0]).resolved
+    assert not summarize([12.0], [10.0]).resolved
 
 
 def test_bad_input_is_refused_with_a_message() -> None:
