@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -53,8 +51,6 @@ class Server:
     ) -> None:
         self.name = name
         extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
-        if database_url:  # a shared database: the keys in the environment, as in bench/run.py
-            extra["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.env = {**container_env(work / name, database_url, **extra), "PYTHONPATH": src}
         # The tenant and integration are made by the version under test, in its own process.
         setup = subprocess.run(

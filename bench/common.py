@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -71,6 +72,8 @@ def container_env(data_dir: Path, database_url: str | None, **extra: str) -> dic
     }
     if database_url:
         env["CHATGATE_DATABASE_URL"] = database_url
+        # A shared database: chatgate wants its keys in the environment, not in its data dir.
+        env["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
     env.update(extra)
     return env
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import cProfile
 import pstats
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -187,8 +185,6 @@ async def main(args: argparse.Namespace) -> None:
             url = postgres.create_database("stages")
         env = container_env(work, url)
         env["CHATGATE_RUN_WORKERS_IN_API"] = "false"
-        if url:  # a shared database: the keys in the environment, as in bench/run.py
-            env["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
         ids = await create_tenant_and_integration(env, {}, webhook_url=f"http://127.0.0.1:{port}/tenant/hook")
         apply_env(env)
         container = build_container(Settings())

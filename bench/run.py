@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import json
 import math
@@ -644,8 +643,6 @@ def ingest_chatgate(
             )
         url_db = pg_holder["server"].create_database(f"bench_ingest_{round_index}")
     extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
-    if url_db:  # a shared-database deployment passes its keys in the environment
-        extra["CHATGATE_KEYRING_KEYS"] = "1:" + base64.b64encode(secrets.token_bytes(32)).decode()
     env = container_env(data_dir, url_db, **extra, **args.settings)
     setup = asyncio.run(create_tenant_and_integration(env, {"outbound_url": "http://127.0.0.1:9/none"}))
     if url_db and args.pg_drop:
