@@ -62,12 +62,12 @@ def summarize(a: list[float], b: list[float], coverage: float = 0.9) -> PairSumm
     decided = wins + losses  # ties say nothing either way
     extreme = min(wins, losses)
     p_sign = min(1.0, 2 * _binomial_tail(decided, extreme)) if decided else 1.0
-    # The widest k with P(X < k) <= (1 - coverage) / 2: [x_(k), x_(n-k+1)] covers the median.
-    k = 0
+    # [x_(k), x_(n-k+1)] covers the median with 1 - 2 P(X < k): the narrowest such interval that
+    # still covers as much as asked; with too few pairs for that, the whole range (k = 1).
+    k = 1
     while k + 1 <= n // 2 and _binomial_tail(n, k) <= (1 - coverage) / 2:
         k += 1
-    if k == 0:  # too few pairs for the coverage asked: the whole range
-        low, high, reached = ratios[0], ratios[-1], 1 - 2 / 2**n
-    else:
-        low, high, reached = ratios[k - 1], ratios[n - k], 1 - 2 * _binomial_tail(n, k - 1)
-    return PairSummary(n, wins, statistics.median(ratios), low, high, reached, p_sign, coverage)
+    reached = 1 - 2 * _binomial_tail(n, k - 1)
+    return PairSummary(
+        n, wins, statistics.median(ratios), ratios[k - 1], ratios[n - k], reached, p_sign, coverage
+    )
