@@ -224,12 +224,19 @@ def thread_cpu() -> str:
 
 def http_protocol(args: argparse.Namespace) -> Any:
     """chatgate is served as `chatgate serve` serves it; the reference apps by plain uvicorn."""
-    choice = args.http or ("head-holding" if args.app == "chatgate" else "plain")
+    choice = args.http or ("chatgate" if args.app == "chatgate" else "plain")
     if choice == "plain":
         return "httptools"
+    if choice == "chatgate":
+        try:
+            from chatgate.api.inbound_protocol import InboundHttpProtocol
+        except ModuleNotFoundError:  # a revision from before it (bench/ab.py, --commit)
+            print("bench: this chatgate answers webhooks through ASGI", file=sys.stderr, flush=True)
+        else:
+            return InboundHttpProtocol
     try:
         from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
-    except ModuleNotFoundError:  # a revision from before it (bench/ab.py, --commit)
+    except ModuleNotFoundError:
         print(
             "bench: this chatgate has no http_protocol module: plain httptools", file=sys.stderr, flush=True
         )
@@ -260,9 +267,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
     parser.add_argument(
         "--http",
-        choices=("plain", "head-holding"),
-        help="uvicorn's httptools protocol as is, or chatgate's (one write per response); "
-        "default: chatgate's for chatgate, plain for the references",
+        choices=("plain", "head-holding", "chatgate"),
+        help="uvicorn's httptools protocol as is, with one write per response (head-holding), or "
+        "as `chatgate serve` runs it (also webhooks without ASGI); default: chatgate's for chatgate, "
+        "plain for the references",
     )
     args = parser.parse_args()
     import signal

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
+from chatgate.api.inbound_protocol import InboundHttpProtocol
 
 # httpx keeps an idle connection for 5 s and uvicorn, by default, closes one after 5 s: a request
 # sent on a pooled connection just as the server closes it fails with "Server disconnected
@@ -23,7 +23,7 @@ KEEP_ALIVE_SECONDS = 120
 def server_config(app: Any, **options: Any) -> uvicorn.Config:
     """A quiet uvicorn config whose keep-alive outlasts the clients' (see KEEP_ALIVE_SECONDS),
     speaking HTTP as `chatgate serve` does."""
-    options.setdefault("http", HeadHoldingHttpToolsProtocol)
+    options.setdefault("http", InboundHttpProtocol)
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
     options.setdefault("timeout_keep_alive", KEEP_ALIVE_SECONDS)

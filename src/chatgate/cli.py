@@ -40,7 +40,7 @@ def _run(coro: Callable[[], Awaitable[T]]) -> T:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
+    from chatgate.api.inbound_protocol import InboundHttpProtocol
     from chatgate.app import create_app
     from chatgate.bootstrap import Container
     from chatgate.observability.logging import configure_logging
@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=host,
         port=port,
-        http=HeadHoldingHttpToolsProtocol,  # one write per response (api/http_protocol.py)
+        http=InboundHttpProtocol,  # webhooks without ASGI, one write per response (api/inbound_protocol.py)
         log_config=None,
         proxy_headers=True,
         forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",

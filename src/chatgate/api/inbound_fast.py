@@ -10,10 +10,12 @@ document and as the fallback for any other method.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
@@ -53,6 +55,9 @@ def inbound_target(scope: Scope) -> tuple[str, str] | None:
     return parts[2], parts[3]
 
 
+Respond = Callable[[Answer], None]
+
+
 class InboundFastPath:
     def __init__(self, *, gateway: InboundGateway, metrics: ApiMetrics) -> None:
         self.gateway = gateway
@@ -65,6 +70,10 @@ class InboundFastPath:
         status, body, headers = await self._handle(scope, receive, kind, public_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self.count(status, started)
+
+    def count(self, status: int, started: float) -> None:
+        """The request metrics of an answer sent (`started`: `time.perf_counter()` on arrival)."""
         self._duration.observe(time.perf_counter() - started)
         if status == 200:
             self._ok_total.inc()
@@ -72,6 +81,41 @@ class InboundFastPath:
         self.metrics.request_total.labels("POST", ROUTE, str(status)).inc()
         if status >= 400:
             self.metrics.request_error_total.labels("POST", ROUTE, str(status)).inc()
+
+    def handle(self, kind: str, public_id: str, request: InboundRequest, respond: Respond) -> None:
+        """Answer `request` by calling `respond` once: at once for a request refused, when its
+        batch is stored for the usual one, or when `answer` ends for one that needs a coroutine.
+        For an HTTP protocol that answers without an ASGI task (api/inbound_protocol.py); the
+        caller counts the answer (`count`) once it is written."""
+        try:
+            stored = self.gateway.receive_soon(kind, public_id, request)
+        except ChatgateError as exc:
+            respond(_refused(exc))
+            return
+        except Exception:
+            log.exception("inbound %s failed", kind)
+            respond(_FAILED)
+            return
+        if stored is not None:
+            stored.add_done_callback(functools.partial(_stored_answer, respond))
+            return
+        later = asyncio.ensure_future(self.answer(kind, public_id, request))
+        later.add_done_callback(functools.partial(_answered, respond))
+
+    async def answer(self, kind: str, public_id: str, request: InboundRequest) -> Answer:
+        """The answer to an inbound request whose body has arrived."""
+        try:
+            outcome = await self.gateway.receive(kind, public_id, request)
+        except ChatgateError as exc:
+            return _refused(exc)
+        except Exception:
+            log.exception("inbound %s failed", kind)
+            return _FAILED
+        if outcome is STORED:
+            return _STORED
+        if outcome is DUPLICATE:
+            return _DUPLICATE
+        return _json(outcome.status, outcome.body)
 
     async def _handle(self, scope: Scope, receive: Receive, kind: str, public_id: str) -> Answer:
         message = await receive()
@@ -86,45 +130,60 @@ class InboundFastPath:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > MAX_INBOUND_BYTES:
-                    return _too_large()
+                    return too_large()
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
                 message = await receive()
             body = b"".join(chunks)
         if len(body) > MAX_INBOUND_BYTES:
-            return _too_large()
+            return too_large()
         # ASGI servers give header names lower-cased (the ASGI spec requires it).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
+        path = scope.get("root_path", "") + scope["path"]
         query: bytes = scope.get("query_string", b"")
-        request = InboundRequest("POST", _url(scope, headers, query), headers, body, _query(query))
-        try:
-            outcome = await self.gateway.receive(kind, public_id, request)
-        except ChatgateError as exc:
-            status, title = status_for(exc)
-            return _json(status, {"title": title, "status": status, "detail": exc.message, "code": exc.code})
-        except Exception:
-            log.exception("inbound %s failed", kind)
-            return _json(
-                500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"}
-            )
-        if outcome is STORED:
-            return _STORED
-        if outcome is DUPLICATE:
-            return _DUPLICATE
-        return _json(outcome.status, outcome.body)
+        return await self.answer(
+            kind, public_id, inbound_request(scope.get("scheme", "http"), host, path, query, headers, body)
+        )
 
 
-def _too_large() -> Answer:
+def inbound_request(
+    scheme: str, host: str, path: str, query: bytes, headers: dict[str, str], body: bytes
+) -> InboundRequest:
+    """The provider's request as adapters see it (`headers`: names lower-cased)."""
+    url = f"{scheme}://{host}{path}" + (f"?{query.decode('latin-1')}" if query else "")
+    return InboundRequest("POST", url, headers, body, _query(query))
+
+
+def _refused(exc: ChatgateError) -> Answer:
+    status, title = status_for(exc)
+    return _json(status, {"title": title, "status": status, "detail": exc.message, "code": exc.code})
+
+
+_FAILED = _json(500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"})
+
+
+def _stored_answer(respond: Respond, stored: asyncio.Future[bool]) -> None:
+    try:
+        new = stored.result()
+    except ChatgateError as exc:  # e.g. ServiceUnavailable: not stored, retry
+        respond(_refused(exc))
+    except BaseException:  # answered, not raised: a done-callback has no caller
+        log.exception("inbound event failed")
+        respond(_FAILED)
+    else:
+        respond(_STORED if new else _DUPLICATE)
+
+
+def _answered(respond: Respond, answer: asyncio.Future[Answer]) -> None:
+    # `answer` turns every error into an answer; cancelled (the server stopping), it has none.
+    respond(_FAILED if answer.cancelled() else answer.result())
+
+
+def too_large() -> Answer:
     return _json(413, {"detail": f"the body is larger than {MAX_INBOUND_BYTES} bytes"})
 
 
 def _query(raw: bytes) -> Mapping[str, str]:
     return dict(parse_qsl(raw.decode("latin-1"))) if raw else NO_QUERY
-
-
-def _url(scope: Scope, headers: dict[str, str], query: bytes) -> str:
-    scheme = scope.get("scheme", "http")
-    host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
-    path = scope.get("root_path", "") + scope["path"]
-    return f"{scheme}://{host}{path}" + (f"?{query.decode('latin-1')}" if query else "")

@@ -6,6 +6,7 @@ store the raw event durably; the 200 is sent only after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,28 +97,54 @@ class InboundGateway:
             raise NotFound(f"no inbound endpoint for '{kind}'")
         return await self.cache.by_public_id(kind, public_id)
 
-    async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
+    def receive_soon(self, kind: str, public_id: str, request: InboundRequest) -> asyncio.Future[bool] | None:
+        """`receive`'s usual case as a plain call: an integration fresh in the cache, one event per
+        request. Authenticates and submits the event; the future answers True when it is stored
+        new, False for a duplicate. None: the request needs `receive` (the integration is not in
+        the cache, or the body is split by number). Raises what `receive` raises."""
         kind = KIND_ALIASES.get(kind, kind)
-        # A fresh cache entry needs no coroutine (its kind was supported when it was made).
-        integration = self.cache.fresh(kind, public_id) or await self._integration(kind, public_id)
-        adapter, verify, splitter = self._prepare(integration)
+        integration = self.cache.fresh(kind, public_id)
+        if integration is None:
+            return None
+        prepared = self._prepare(integration)
+        if prepared.splitter is not None:
+            return None
+        return self._submit(kind, integration, prepared, request)
+
+    async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
+        soon = self.receive_soon(kind, public_id, request)
+        if soon is not None:
+            return STORED if await soon else DUPLICATE
+        kind = KIND_ALIASES.get(kind, kind)
+        integration = await self._integration(kind, public_id)
+        prepared = self._prepare(integration)
+        if prepared.splitter is None:
+            return STORED if await self._submit(kind, integration, prepared, request) else DUPLICATE
+        self._authenticate(kind, integration, prepared, request)
+        return await self._receive_split(kind, integration.ref, prepared.splitter(request.body), request)
+
+    def _authenticate(
+        self, kind: str, integration: CachedIntegration, prepared: _Prepared, request: InboundRequest
+    ) -> None:
         try:
-            verify(request)
+            prepared.verify(request)
         except Unauthenticated:
             self.metrics.inbound_rejected_total.labels(kind).inc()
             log.warning("inbound request for %s %s failed authentication", kind, integration.ref.id)
             raise
-        if splitter is not None:
-            return await self._receive_split(kind, integration.ref, splitter(request.body), request)
-        stored = await self.writer.submit(
+
+    def _submit(
+        self, kind: str, integration: CachedIntegration, prepared: _Prepared, request: InboundRequest
+    ) -> asyncio.Future[bool]:
+        self._authenticate(kind, integration, prepared, request)
+        return self.writer.submit(
             tenant_id=integration.ref.tenant_id,
             integration_id=integration.ref.id,
             kind=kind,
-            provider_event_id=adapter.event_id(request),
+            provider_event_id=prepared.adapter.event_id(request),
             headers=request.headers,
             body=request.body,
         )
-        return STORED if stored else DUPLICATE
 
     async def _receive_split(
         self, kind: str, receiver: IntegrationRef, parts: dict[str, bytes], request: InboundRequest
