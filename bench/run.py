@@ -495,8 +495,9 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
                 "answered 200 without a new row; the rate uses rows stored"
             )
     report.notes.append(
-        "chatgate is served as `chatgate serve` serves it: uvicorn's httptools protocol writing each "
-        "response's head and body at once (chatgate.api.http_protocol); the bare and grouped apps on "
+        "chatgate is served as `chatgate serve` serves it: uvicorn's httptools protocol answering provider "
+        "webhooks itself, without an ASGI task, and writing each response's head and body at once "
+        "(chatgate.api.inbound_protocol); the bare and grouped apps as ASGI apps on "
         + (
             "the same protocol (--references-head-holding)"
             if args.references_head_holding
