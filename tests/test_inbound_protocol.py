@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,11 +37,27 @@ class CountingApp:
         await self.app(scope, receive, send)
 
 
+@dataclass
+class Served:
+    """A webhook integration of a new tenant, and the chatgate app on a real uvicorn server."""
+
+    app: CountingApp
+    host: str
+    port: int
+    path: str  # the integration's inbound path
+    integration_id: str
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self.host, self.port)
+
+
 @asynccontextmanager
-async def served(api: Api) -> AsyncIterator[tuple[CountingApp, str, int]]:
+async def served(api: Api) -> AsyncIterator[Served]:
+    integration = await webhook_integration(api, await api.tenant())
     app = CountingApp(api.app)
     async with serve_asgi(app) as url:
-        yield app, "127.0.0.1", int(url.rsplit(":", 1)[1])
+        port = int(url.rsplit(":", 1)[1])
+        yield Served(app, "127.0.0.1", port, integration["inbound_path"], integration["id"])
 
 
 def webhook(path: str, event_id: str, text: str = "hi", *, extra: str = "", version: str = "1.1") -> bytes:
@@ -72,15 +89,13 @@ async def stored(api: Api, integration_id: str) -> int:
 
 
 async def test_a_webhook_is_stored_and_answered_without_reaching_the_asgi_app(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (app, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
+    async with served(sqlite_api) as server:
+        reader, writer = await server.connect()
         answers = []
         # The first meets an integration not yet cached (answered from a coroutine), the next
         # ones the cached one (answered from the batch's commit); the last is a duplicate.
         for event_id in ("p-1", "p-2", "p-3", "p-3"):
-            writer.write(webhook(path, event_id))
+            writer.write(webhook(server.path, event_id))
             answers.append(await read_response(reader))
         writer.write(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         health = await read_response(reader)
@@ -97,19 +112,17 @@ async def test_a_webhook_is_stored_and_answered_without_reaching_the_asgi_app(sq
         assert "date" in headers  # uvicorn's default headers, as on its own path
         assert "connection" not in headers  # kept alive
     assert health[0] == 200
-    assert app.http_calls == ["GET /health/live"]
-    assert await stored(sqlite_api, integration["id"]) == 3
+    assert server.app.http_calls == ["GET /health/live"]
+    assert await stored(sqlite_api, server.integration_id) == 3
 
 
 async def test_the_answer_is_the_same_as_through_asgi(sqlite_api: Api) -> None:
     """`Expect: 100-continue` is left to uvicorn's ASGI path: the same request both ways."""
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (app, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(webhook(path, "same-1"))
+    async with served(sqlite_api) as server:
+        reader, writer = await server.connect()
+        writer.write(webhook(server.path, "same-1"))
         plain = await read_response(reader)
-        request = webhook(path, "same-2", extra="Expect: 100-continue")
+        request = webhook(server.path, "same-2", extra="Expect: 100-continue")
         head, body = request.split(b"\r\n\r\n", 1)
         writer.write(head + b"\r\n\r\n")
         continue_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -117,7 +130,7 @@ async def test_the_answer_is_the_same_as_through_asgi(sqlite_api: Api) -> None:
         through_asgi = await read_response(reader)
         writer.close()
     assert continue_line.startswith(b"HTTP/1.1 100")
-    assert app.http_calls == [f"POST {path}"]
+    assert server.app.http_calls == [f"POST {server.path}"]
     assert plain[0] == through_asgi[0] == 200
     assert plain[2] == through_asgi[2]
     assert set(plain[1]) == set(through_asgi[1])
@@ -127,32 +140,31 @@ async def test_the_answer_is_the_same_as_through_asgi(sqlite_api: Api) -> None:
 
 
 async def test_connection_close_and_http_1_0_close_after_the_answer(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (_, host, port):
-        for request in (webhook(path, "c-1", extra="Connection: close"), webhook(path, "c-2", version="1.0")):
-            reader, writer = await asyncio.open_connection(host, port)
+    async with served(sqlite_api) as server:
+        for request in (
+            webhook(server.path, "c-1", extra="Connection: close"),
+            webhook(server.path, "c-2", version="1.0"),
+        ):
+            reader, writer = await server.connect()
             writer.write(request)
             status, headers, _ = await read_response(reader)
             assert status == 200
             assert headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), 10) == b""  # the server closed it
             writer.close()
-    assert await stored(sqlite_api, integration["id"]) == 2
+    assert await stored(sqlite_api, server.integration_id) == 2
 
 
 async def test_pipelined_requests_are_answered_in_order(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (app, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(webhook(path, "warm"))  # caches the integration
+    async with served(sqlite_api) as server:
+        reader, writer = await server.connect()
+        writer.write(webhook(server.path, "warm"))  # caches the integration
         await read_response(reader)
         writer.write(
-            webhook(path, "pipe-1")
+            webhook(server.path, "pipe-1")
             + b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-            + webhook(path, "pipe-2")
-            + webhook(path, "pipe-1")
+            + webhook(server.path, "pipe-2")
+            + webhook(server.path, "pipe-1")
         )
         answers = [await read_response(reader) for _ in range(4)]
         writer.close()
@@ -161,17 +173,17 @@ async def test_pipelined_requests_are_answered_in_order(sqlite_api: Api) -> None
     assert b"duplicate" not in answers[1][2]  # the health answer, in its place
     assert json.loads(answers[2][2]) == {"ok": True, "duplicate": False}
     assert json.loads(answers[3][2]) == {"ok": True, "duplicate": True}
-    assert await stored(sqlite_api, integration["id"]) == 3
+    assert await stored(sqlite_api, server.integration_id) == 3
     # Behind an unanswered request, webhooks queue on uvicorn's path, which keeps the order.
-    assert app.http_calls[0] == "GET /health/live"
+    assert server.app.http_calls[0] == "GET /health/live"
 
 
 async def test_refusals_are_problem_answers_and_store_nothing(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (app, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
-        forged = webhook(path, "bad-1").replace(b"webhook-signature: v1,", b"webhook-signature: v1,AAAA")
+    async with served(sqlite_api) as server:
+        reader, writer = await server.connect()
+        forged = webhook(server.path, "bad-1").replace(
+            b"webhook-signature: v1,", b"webhook-signature: v1,AAAA"
+        )
         writer.write(forged)
         unauthenticated = await read_response(reader)
         writer.write(webhook("/in/webhook/no-such-integration", "bad-2"))
@@ -179,7 +191,9 @@ async def test_refusals_are_problem_answers_and_store_nothing(sqlite_api: Api) -
         writer.write(webhook("/in/no-such-kind/x", "bad-3"))
         unknown_kind = await read_response(reader)
         big = b"x" * (MAX_INBOUND_BYTES + 1)
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n\r\n".encode() + big)
+        writer.write(
+            f"POST {server.path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n\r\n".encode() + big
+        )
         too_large = await read_response(reader)
         rest = await asyncio.wait_for(reader.read(), 10)
         writer.close()
@@ -193,19 +207,17 @@ async def test_refusals_are_problem_answers_and_store_nothing(sqlite_api: Api) -
     assert str(MAX_INBOUND_BYTES) in json.loads(too_large[2])["detail"]
     assert too_large[1]["connection"] == "close"
     assert rest == b""  # closed: the rest of the body is not read as a request
-    assert app.http_calls == []
-    assert await stored(sqlite_api, integration["id"]) == 0
+    assert server.app.http_calls == []
+    assert await stored(sqlite_api, server.integration_id) == 0
 
 
 async def test_a_chunked_body_is_stored_whole(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
     body = json.dumps(message_payload("chunked " + "z" * 5000, message_id="ch-1")).encode()
     headers = signing.headers(INBOUND_SECRET, "ch-1", int(time.time()), body)
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
-    async with served(sqlite_api) as (_, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
+    async with served(sqlite_api) as server:
+        head = f"POST {server.path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        reader, writer = await server.connect()
         writer.write(head.encode())
         for start in range(0, len(body), 1500):
             piece = body[start : start + 1500]
@@ -218,31 +230,29 @@ async def test_a_chunked_body_is_stored_whole(sqlite_api: Api) -> None:
     assert status == 200, answer
     async with sqlite_api.container.db.sessions() as session:
         rows = await session.execute(
-            select(RawEvent.body).where(RawEvent.integration_id == integration["id"])
+            select(RawEvent.body).where(RawEvent.integration_id == server.integration_id)
         )
         assert [bytes(b) for b in rows.scalars()] == [body]
 
 
 async def test_a_client_gone_before_its_answer_leaves_the_event_stored(sqlite_api: Api) -> None:
-    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
-    path = integration["inbound_path"]
-    async with served(sqlite_api) as (_, host, port):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(webhook(path, "warm"))
+    async with served(sqlite_api) as server:
+        reader, writer = await server.connect()
+        writer.write(webhook(server.path, "warm"))
         await read_response(reader)
-        writer.write(webhook(path, "gone-1"))
+        writer.write(webhook(server.path, "gone-1"))
         await writer.drain()
         writer.transport.abort()  # gone before the commit answers
         for _ in range(200):
-            if await stored(sqlite_api, integration["id"]) == 2:
+            if await stored(sqlite_api, server.integration_id) == 2:
                 break
             await asyncio.sleep(0.02)
         # The server goes on serving; the provider's retry meets the stored event.
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(webhook(path, "gone-1"))
+        reader, writer = await server.connect()
+        writer.write(webhook(server.path, "gone-1"))
         status, _, body = await read_response(reader)
         writer.close()
-    assert await stored(sqlite_api, integration["id"]) == 2
+    assert await stored(sqlite_api, server.integration_id) == 2
     assert (status, json.loads(body)) == (200, {"ok": True, "duplicate": True})
 
 
