@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from sqlalchemy import func, select
 
 from chatgate.api.inbound_fast import MAX_INBOUND_BYTES
 from chatgate.api.inbound_protocol import webhook_target
 from chatgate.delivery import signing
 from chatgate.store.models import RawEvent
-from tests.asgi_server import serve_asgi
+from tests.asgi_server import serve_asgi, server_config
 from tests.conftest import Api
 from tests.webhook_helpers import INBOUND_SECRET, message_payload, webhook_integration
 
@@ -254,6 +256,44 @@ async def test_a_client_gone_before_its_answer_leaves_the_event_stored(sqlite_ap
         writer.close()
     assert await stored(sqlite_api, server.integration_id) == 2
     assert (status, json.loads(body)) == (200, {"ok": True, "duplicate": True})
+
+
+async def test_a_webhook_in_flight_when_the_server_stops_is_answered_then_the_connection_closes(
+    sqlite_api: Api,
+) -> None:
+    integration = await webhook_integration(sqlite_api, await sqlite_api.tenant())
+    path = integration["inbound_path"]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(CountingApp(sqlite_api.app), lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(webhook(path, "warm"))
+        await read_response(reader)
+        gate = sqlite_api.container.db.write_gate
+        assert gate is not None
+        async with gate.held_async():  # the webhook's batch waits for SQLite's write gate
+            writer.write(webhook(path, "in-flight"))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            server.should_exit = True
+            await asyncio.sleep(0.3)
+            assert not serving.done()  # stopping, and waiting for the webhook's answer
+        status, headers, body = await read_response(reader)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        await asyncio.wait_for(serving, 10)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        sock.close()
+    assert (status, json.loads(body)) == (200, {"ok": True, "duplicate": False})
+    assert headers["connection"] == "close"
+    assert await stored(sqlite_api, integration["id"]) == 2
 
 
 def test_the_targets_the_protocol_answers_itself() -> None:
