@@ -377,6 +377,11 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
         if args.aiogram:
             log("ingest: aiogram webhook server")
             results.setdefault("aiogram", []).append(ingest_simple(args, work, "aiogram", str(round_index)))
+        if args.protocol_reference:
+            log("ingest: a bare answer in uvicorn's HTTP protocol, no ASGI")
+            results.setdefault("bare-protocol", []).append(
+                ingest_simple(args, work, "bare-protocol", str(round_index))
+            )
         for db in args.db:
             log(f"ingest: chatgate on {db}")
             results.setdefault(db, []).append(
@@ -430,6 +435,14 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
             f"{fmt_int(aiogram_rate)} req/s",
             f"{aiogram_rate / bare_rate:.2f} x bare",
         )
+    protocol_rate = med("bare-protocol") if "bare-protocol" in results else None
+    if protocol_rate is not None:
+        report.add(
+            "ingest",
+            "bare answer in uvicorn's HTTP protocol, no ASGI task (as chatgate answers webhooks)",
+            f"{fmt_int(protocol_rate)} req/s",
+            f"{protocol_rate / bare_rate:.2f} x bare",
+        )
     for db in args.db:
         if f"grouped-{db}" in results:
             rate = med(f"grouped-{db}")
@@ -476,6 +489,13 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
                 f">= {TARGET_INGEST_VS_AIOGRAM:.1f} x aiogram",
                 verdict(ok2),
             )
+        if protocol_rate is not None:
+            report.add(
+                "ingest",
+                f"  {db}: vs the bare answer in the HTTP protocol",
+                "",
+                f"{rate / protocol_rate:.2f} x",
+            )
         w = last.wrk
         report.add(
             "ingest",
@@ -514,8 +534,8 @@ def ingest_simple(
     args: argparse.Namespace, work: Path, kind: str, round_index: str, grouped_db: str = ""
 ) -> IngestResult:
     port = free_port()
-    if kind == "bare" or kind.startswith("grouped-"):
-        app = "bare" if kind == "bare" else "grouped"
+    if kind in ("bare", "bare-protocol") or kind.startswith("grouped-"):
+        app = kind if kind in ("bare", "bare-protocol") else "grouped"
         grouped = ["--grouped-db", grouped_db] if grouped_db else []
         argv = [str(VENV_PYTHON), str(BENCH / "serve.py"), "--app", app, "--port", str(port)]
         http = ["--http", "head-holding"] if args.references_head_holding else []
@@ -524,7 +544,8 @@ def ingest_simple(
             log_path=work / f"{kind}-{round_index}.log",
         )
         health = f"http://127.0.0.1:{port}/"
-        make = webhook_requests(port, f"/in/webhook/{app}", f"{kind}{round_index}")
+        path = "/in/webhook/" + ("bare" if app == "bare-protocol" else app)
+        make = webhook_requests(port, path, f"{kind}{round_index}")
         url = f"http://127.0.0.1:{port}"
     else:
         proc = Proc(
@@ -1319,6 +1340,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "response) instead of uvicorn's own",
     )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
+    p.add_argument(
+        "--no-protocol-reference",
+        dest="protocol_reference",
+        action="store_false",
+        help="skip the bare answer in uvicorn's HTTP protocol (no ASGI), the level at which chatgate "
+        "answers provider webhooks",
+    )
     p.add_argument(
         "--simple-requests",
         type=int,

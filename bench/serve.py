@@ -45,6 +45,42 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BARE_BODY})
 
 
+def bare_protocol() -> Any:
+    """uvicorn's httptools protocol answering every POST itself, from `on_message_complete`, with
+    the bare app's answer and no ASGI task: what the HTTP server costs without ASGI, the level at
+    which chatgate answers provider webhooks (chatgate.api.inbound_protocol). Other requests (the
+    bench's health check) go to the bare ASGI app."""
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    tail = b"".join(name + b": " + value + b"\r\n" for name, value in BARE_HEADERS) + b"\r\n" + BARE_BODY
+
+    class BareProtocol(HttpToolsProtocol):
+        _answering = False
+
+        def on_headers_complete(self) -> None:
+            self._answering = self.parser.get_method() == b"POST"
+            self._chunks: list[bytes] = []
+            if not self._answering:
+                super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if self._answering:
+                self._chunks.append(body)
+            else:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._answering:
+                super().on_message_complete()
+                return
+            b"".join(self._chunks)  # the body, read whole as the bare app reads it
+            defaults = b"".join(n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers)
+            self.transport.write(STATUS_LINE[200] + defaults + tail)
+            self.server_state.total_requests += 1
+
+    return BareProtocol
+
+
 class NullRowStore:
     """Diagnostic (`--null-store`): each batch is answered as stored, and nothing is stored.
     The rest of a webhook's path runs as usual (routing, authentication, the ingest writer's
@@ -248,7 +284,7 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--app", choices=["chatgate", "bare", "grouped"], required=True)
+    parser.add_argument("--app", choices=["chatgate", "bare", "bare-protocol", "grouped"], required=True)
     parser.add_argument(
         "--grouped-db",
         help="--app grouped: sqlite:PATH or a postgresql:// DSN (bench/grouped_app.py)",
@@ -319,7 +355,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
-        http=http_protocol(args),
+        http=bare_protocol() if args.app == "bare-protocol" else http_protocol(args),
         workers=1,
         lifespan="on",
         log_config=None,
