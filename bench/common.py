@@ -172,7 +172,7 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     total = (int(fields[11]) + int(fields[12])) / ticks
-    for child in _children(pid):
+    for child in children(pid):
         try:
             total += cpu_seconds(child)
         except OSError:  # exited meanwhile
@@ -180,7 +180,8 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The processes `pid` has started and that still run."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):

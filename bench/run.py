@@ -321,10 +321,13 @@ def start_chatgate(env: dict[str, str], port: int, logfile: Path, *, extra: Sequ
     return proc
 
 
-def durable_postgres(work: Path, *, unix_socket: bool = False, pg_settings: Sequence[str] = ()) -> Any:
+def durable_postgres(
+    work: Path, *, unix_socket: bool = False, pg_settings: Sequence[str] = (), cpus: set[int] | None = None
+) -> Any:
     """tests.servers.PostgresServer, but durable: fsync, synchronous_commit and full-page writes on.
     With `unix_socket`, its database URLs reach it through its Unix socket instead of TCP;
-    `pg_settings` ("name=value") are passed to the server as `-c` options."""
+    `pg_settings` ("name=value") are passed to the server as `-c` options; with `cpus`, its
+    processes run on those CPUs only (`--pin-postgres`)."""
     from tests.servers import PostgresServer
 
     class DurablePostgres(PostgresServer):
@@ -344,7 +347,21 @@ def durable_postgres(work: Path, *, unix_socket: bool = False, pg_settings: Sequ
         )
     server = DurablePostgres()
     server.start()
+    if cpus is not None:
+        pin_postgres(server, cpus)
     return server
+
+
+def pin_postgres(server: Any, cpus: set[int]) -> None:
+    """Move PostgreSQL's postmaster and every process it has started to `cpus`; the backends it
+    starts later inherit them."""
+    from common import children
+
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    moved = [postmaster, *children(postmaster)]
+    for pid in moved:
+        os.sched_setaffinity(pid, cpus)
+    log(f"  PostgreSQL's {len(moved)} processes pinned to CPU {sorted(cpus)}")
 
 
 # =============================================================================== part 1: ingest
@@ -661,7 +678,10 @@ def ingest_chatgate(
         if "server" not in pg_holder:
             log("  starting PostgreSQL 15 (durable settings)")
             pg_holder["server"] = durable_postgres(
-                work, unix_socket=args.pg_unix_socket, pg_settings=args.pg_set
+                work,
+                unix_socket=args.pg_unix_socket,
+                pg_settings=args.pg_set,
+                cpus={1} if args.pin_postgres else None,
             )
         url_db = pg_holder["server"].create_database(f"bench_ingest_{round_index}")
     extra = {"CHATGATE_RUN_WORKERS_IN_API": "false"}
@@ -1341,6 +1361,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-aiogram", dest="aiogram", action="store_false", help="skip the aiogram comparison")
     p.add_argument(
+        "--pin-postgres",
+        action="store_true",
+        help="what-if: PostgreSQL on a core of its own (CPU 1), every server and wrk on CPU 0",
+    )
+    p.add_argument(
         "--no-protocol-reference",
         dest="protocol_reference",
         action="store_false",
@@ -1429,6 +1454,8 @@ def preflight(args: argparse.Namespace) -> list[str]:
         problems.append("--db postgres needs root (PostgreSQL runs as user postgres); or use --db sqlite")
     if not VENV_PYTHON.exists():
         problems.append(f"{VENV_PYTHON} missing: create the project venv first")
+    if args.pin_postgres and not {0, 1} <= os.sched_getaffinity(0):
+        problems.append("--pin-postgres needs CPUs 0 and 1")
     return problems
 
 
@@ -1479,6 +1506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.pin_postgres:
+        # Everything this starts inherits CPU 0 (the servers, wrk, aiogram); PostgreSQL is moved
+        # to CPU 1 once it runs.
+        os.sched_setaffinity(0, {0})
     work = Path(tempfile.mkdtemp(prefix="chatgate-bench-"))
     report = Report()
     pg_holder: dict[str, Any] = {}
@@ -1523,6 +1554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"NON-DEFAULT PostgreSQL SETTINGS: {' '.join(args.pg_set)}")
     if args.references_head_holding:
         print("NON-DEFAULT REFERENCES: the bare and grouped apps served with chatgate's HTTP protocol")
+    if args.pin_postgres:
+        print("NON-DEFAULT CPUS: PostgreSQL on CPU 1; the servers, wrk and aiogram on CPU 0")
     print()
     print(report.render())
     if report.notes:
