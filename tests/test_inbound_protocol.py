@@ -296,6 +296,43 @@ async def test_a_webhook_in_flight_when_the_server_stops_is_answered_then_the_co
     assert await stored(sqlite_api, integration["id"]) == 2
 
 
+async def test_concurrent_connections_each_webhook_answered_and_stored_once(api: Api) -> None:
+    """16 keep-alive connections at once, every third request pipelined behind the one before it,
+    one event in five sent twice: grouped commits under the protocol, on every database."""
+    connections, per_connection = 16, 25
+    async with served(api) as server:
+
+        async def one_connection(c: int) -> list[bool]:
+            reader, writer = await server.connect()
+            duplicates: list[bool] = []
+            requests = []
+            for i in range(per_connection):
+                event_id = f"conc-{c}-{i // 2}" if i % 5 == 1 else f"conc-{c}-{i}"
+                requests.append(webhook(server.path, event_id))
+            i = 0
+            while i < len(requests):
+                burst = requests[i : i + 2] if i % 3 == 0 else requests[i : i + 1]
+                writer.write(b"".join(burst))
+                for _ in burst:
+                    status, _, body = await read_response(reader)
+                    assert status == 200, body
+                    duplicates.append(json.loads(body)["duplicate"])
+                i += len(burst)
+            writer.close()
+            return duplicates
+
+        answers = await asyncio.gather(*(one_connection(c) for c in range(connections)))
+    distinct = {
+        f"conc-{c}-{i // 2}" if i % 5 == 1 else f"conc-{c}-{i}"
+        for c in range(connections)
+        for i in range(per_connection)
+    }
+    assert sum(len(a) for a in answers) == connections * per_connection
+    assert sum(not duplicate for a in answers for duplicate in a) == len(distinct)
+    assert await stored(api, server.integration_id) == len(distinct)
+    assert server.app.http_calls.count(f"POST {server.path}") < connections * per_connection // 2
+
+
 def test_the_targets_the_protocol_answers_itself() -> None:
     assert webhook_target(b"/in/webhook/abc") == ("webhook", "abc", "/in/webhook/abc", b"")
     assert webhook_target(b"/in/twilio/abc?x=1&y=2") == ("twilio", "abc", "/in/twilio/abc", b"x=1&y=2")
