@@ -5,7 +5,8 @@ Provider webhooks are the one endpoint that must keep up with whatever providers
 stack and the framework's own per-request work (`ChatgateApi.__call__` hands it here first),
 and does only its job: read the bytes, authenticate, store, answer. It serves the
 same `InboundGateway` as the documented FastAPI route, which remains for the OpenAPI
-document and as the fallback for any other method.
+document and as the fallback for any other method. Under `chatgate serve` most webhooks do not
+come through ASGI at all: the HTTP protocol hands them to `handle` (api/inbound_protocol.py).
 """
 
 from __future__ import annotations
