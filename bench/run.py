@@ -444,22 +444,19 @@ def ingest(args: argparse.Namespace, work: Path, report: Report, pg_holder: dict
             f"the machine drifted: the bare reference runs differ by {spread:.0%}; "
             "use --rounds 3 for steadier ratios"
         )
-    aiogram_rate = med("aiogram") if "aiogram" in results else None
-    if aiogram_rate is not None:
-        report.add(
-            "ingest",
-            "aiogram 3 webhook server (aiohttp), no-op handler",
-            f"{fmt_int(aiogram_rate)} req/s",
-            f"{aiogram_rate / bare_rate:.2f} x bare",
-        )
-    protocol_rate = med("bare-protocol") if "bare-protocol" in results else None
-    if protocol_rate is not None:
-        report.add(
-            "ingest",
-            "bare answer in uvicorn's HTTP protocol, no ASGI task (as chatgate answers webhooks)",
-            f"{fmt_int(protocol_rate)} req/s",
-            f"{protocol_rate / bare_rate:.2f} x bare",
-        )
+
+    def other_server(name: str, label: str) -> float | None:
+        """The median rate of another server measured beside the bare app, shown as a row."""
+        if name not in results:
+            return None
+        rate = med(name)
+        report.add("ingest", label, f"{fmt_int(rate)} req/s", f"{rate / bare_rate:.2f} x bare")
+        return rate
+
+    aiogram_rate = other_server("aiogram", "aiogram 3 webhook server (aiohttp), no-op handler")
+    protocol_rate = other_server(
+        "bare-protocol", "bare answer in uvicorn's HTTP protocol, no ASGI task (as chatgate answers webhooks)"
+    )
     for db in args.db:
         if f"grouped-{db}" in results:
             rate = med(f"grouped-{db}")
