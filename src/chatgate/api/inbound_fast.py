@@ -44,6 +44,7 @@ def _json(status: int, body: dict[str, object]) -> Answer:
 # The two answers nearly every provider request gets, encoded once.
 _STORED = _json(200, STORED.body)
 _DUPLICATE = _json(200, DUPLICATE.body)
+USUAL_ANSWERS = (_STORED, _DUPLICATE)  # the same objects every time (encoders may keep their bytes)
 
 
 def inbound_target(scope: Scope) -> tuple[str, str] | None:

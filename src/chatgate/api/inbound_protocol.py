@@ -24,7 +24,14 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from chatgate.api.http_protocol import HeadHoldingHttpToolsProtocol
-from chatgate.api.inbound_fast import MAX_INBOUND_BYTES, Answer, InboundFastPath, inbound_request, too_large
+from chatgate.api.inbound_fast import (
+    MAX_INBOUND_BYTES,
+    USUAL_ANSWERS,
+    Answer,
+    InboundFastPath,
+    inbound_request,
+    too_large,
+)
 
 
 class _Signal:
@@ -104,31 +111,27 @@ def inbound_of(app: Any) -> InboundFastPath | None:
 
 
 class _Encoded:
-    """Response bytes, kept for the answers every request gets and the date header of the second."""
+    """Response bytes: the usual answers' headers and bodies encoded once, the default headers
+    (the date) once a second."""
 
     def __init__(self) -> None:
         self._defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
-        self._tails: dict[int, tuple[Answer, bytes]] = {}
+        self._usual = {id(answer): _tail(answer) for answer in USUAL_ANSWERS}
 
     def response(self, answer: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-        status = answer[0]
         known = self._defaults
         if known[0] is not default_headers:  # uvicorn makes a new list each second (the date)
             known = self._defaults = (default_headers, _header_lines(default_headers))
-        tail = self._tail(answer)
+        # The usual answers live as long as the module: no other object can have their ids.
+        tail = self._usual.get(id(answer)) or _tail(answer)
         if keep_alive:
-            return b"".join((STATUS_LINE[status], known[1], tail))
-        return b"".join((STATUS_LINE[status], known[1], b"connection: close\r\n", tail))
+            return b"".join((STATUS_LINE[answer[0]], known[1], tail))
+        return b"".join((STATUS_LINE[answer[0]], known[1], b"connection: close\r\n", tail))
 
-    def _tail(self, answer: Answer) -> bytes:
-        kept = self._tails.get(id(answer))
-        if kept is not None and kept[0] is answer:
-            return kept[1]
-        _, body, headers = answer
-        tail = _header_lines(headers) + b"\r\n" + body
-        if len(self._tails) < 64:  # the constant answers; errors are made per request
-            self._tails[id(answer)] = (answer, tail)  # the answer kept: its id is not reused
-        return tail
+
+def _tail(answer: Answer) -> bytes:
+    _, body, headers = answer
+    return _header_lines(headers) + b"\r\n" + body
 
 
 def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
