@@ -1,7 +1,8 @@
-"""A first message's contact and conversation are inserted under a savepoint: when another
-worker stored the same (integration, address) or (integration, chat) after this batch read
-its lookups, the insert loses the unique key and the other worker's row is used, in the same
-transaction, which stays usable. On every database (SQLite raises sqlite3's own error there)."""
+"""A first message's contact and conversation: when another worker stored the same (integration,
+address) or (integration, chat) after this batch read its lookups, the insert loses the unique key
+and the other worker's row is used, in the same transaction, which stays usable. PostgreSQL and
+SQLite skip the insert (ON CONFLICT DO NOTHING, OR IGNORE); MariaDB rolls it back to a savepoint.
+On every database."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ async def test_a_contact_and_conversation_stored_meanwhile_are_used_instead_of_a
         assert (contact.id, changed) == (theirs.id, False)
         conversation, created = await repo.upsert_conversation(integration_id, chat, contact.id, now)
         assert (conversation.id, created) == (their_chat.id, False)
-        # The lost inserts rolled back to their savepoints; the transaction goes on.
+        # The lost inserts were skipped or rolled back to their savepoints; the transaction goes on.
         again, changed = await repo.upsert_contact(integration_id, Party(address, "Renamed"), now)
         assert (again.id, changed) == (theirs.id, True)
 

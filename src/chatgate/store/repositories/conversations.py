@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Insert, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +37,26 @@ _CONVERSATIONS = cast(Table, Conversation.__table__)
 _INSERTS = {
     Contact: Prepared(cast(Table, Contact.__table__).insert()),
     Conversation: Prepared(_CONVERSATIONS.insert()),
+}
+
+
+def _insert_unless_taken(table: Table, dialect: str) -> Insert:
+    """An INSERT that skips a row whose unique key another writer took meanwhile, leaving any
+    other error raised: PostgreSQL's ON CONFLICT DO NOTHING, SQLite's OR IGNORE (foreign keys
+    still fail there). MariaDB's IGNORE would hide other errors too; it keeps the savepoint."""
+    if dialect == "postgresql":
+        return postgresql_insert(table).on_conflict_do_nothing()
+    return insert(table).prefix_with("OR IGNORE")
+
+
+# No savepoint for the first message of a new chat: on PostgreSQL each SAVEPOINT and RELEASE,
+# named by SQLAlchemy's counter, was a new statement text for asyncpg to prepare.
+_INSERTS_UNLESS_TAKEN = {
+    dialect: {
+        Contact: Prepared(_insert_unless_taken(cast(Table, Contact.__table__), dialect)),
+        Conversation: Prepared(_insert_unless_taken(_CONVERSATIONS, dialect)),
+    }
+    for dialect in ("postgresql", "sqlite")
 }
 # Built once. The tenant is checked but kept from the planner: with a plain `tenant_id = ?`
 # SQLite (no statistics) searched the tenant's index instead of the ids' primary key.
@@ -306,9 +327,17 @@ class ConversationRepository(TenantScoped):
         await _TOUCH.run(self.session, {"b_tenant": self.tenant_id, "b_ids": ids, "b_at": at})
 
     async def _insert_or_get(self, row: R, reload: Callable[[], Awaitable[R | None]]) -> R:
-        """Insert a `transient` row under a savepoint; if a concurrent writer won the unique key,
-        use theirs. The row stays out of the session (a change to it later is `_adopt`ed)."""
+        """Insert a `transient` row; if a concurrent writer won the unique key, use theirs. The
+        row stays out of the session (a change to it later is `_adopt`ed)."""
         values = {key: row.__dict__[key] for key in table_columns(type(row))}
+        unless_taken = _INSERTS_UNLESS_TAKEN.get(self.session.get_bind().dialect.name)
+        if unless_taken is not None:
+            if await unless_taken[type(row)].run(self.session, values):
+                return row
+            existing = await reload()
+            if existing is not None:
+                return existing
+            # Skipped, yet nothing to read: let the plain insert below raise what it meets.
         try:
             async with self.session.begin_nested():
                 await _INSERTS[type(row)].run(self.session, values)
