@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatgate.domain.ids import new_id
 from chatgate.domain.inbound import ChatRef, Party
 from chatgate.domain.messages import Direction
+from chatgate.store.insert_unless_present import insert_unless_present
 from chatgate.store.models import Contact, Conversation, Message
 from chatgate.store.pagination import Page
 from chatgate.store.prepared import Prepared
@@ -40,21 +40,13 @@ _INSERTS = {
 }
 
 
-def _insert_unless_taken(table: Table, dialect: str) -> Insert:
-    """An INSERT that skips a row whose unique key another writer took meanwhile, leaving any
-    other error raised: PostgreSQL's ON CONFLICT DO NOTHING, SQLite's OR IGNORE (foreign keys
-    still fail there). MariaDB's IGNORE would hide other errors too; it keeps the savepoint."""
-    if dialect == "postgresql":
-        return postgresql_insert(table).on_conflict_do_nothing()
-    return insert(table).prefix_with("OR IGNORE")
-
-
 # No savepoint for the first message of a new chat: on PostgreSQL each SAVEPOINT and RELEASE,
-# named by SQLAlchemy's counter, was a new statement text for asyncpg to prepare.
+# named by SQLAlchemy's counter, was a new statement text for asyncpg to prepare. Not on MariaDB:
+# its IGNORE would hide other errors; it keeps the savepoint.
 _INSERTS_UNLESS_TAKEN = {
     dialect: {
-        Contact: Prepared(_insert_unless_taken(cast(Table, Contact.__table__), dialect)),
-        Conversation: Prepared(_insert_unless_taken(_CONVERSATIONS, dialect)),
+        Contact: Prepared(insert_unless_present(cast(Table, Contact.__table__), dialect)),
+        Conversation: Prepared(insert_unless_present(_CONVERSATIONS, dialect)),
     }
     for dialect in ("postgresql", "sqlite")
 }

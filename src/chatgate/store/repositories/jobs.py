@@ -21,18 +21,17 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal,
     literal_column,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from chatgate.domain.ids import JOB_PREFIX, RAW_PREFIX, inbound_job_id, inbound_raw_id, new_id
+from chatgate.store.insert_unless_present import insert_unless_present
 from chatgate.store.models import Job, RawEvent
 from chatgate.store.prepared import Prepared
 from chatgate.store.unindexed import unindexed
@@ -78,11 +77,7 @@ def _inbound_jobs_from_raw_events(dispatched_at: ColumnElement[Any]) -> Select[A
 
 def _insert_jobs_unless_present(dialect: str) -> Insert:
     """INSERT INTO jobs that skips a job already there (made meanwhile by another worker)."""
-    if dialect == "postgresql":
-        return postgresql_insert(_JOBS).on_conflict_do_nothing(index_elements=["id"])
-    if dialect in ("mysql", "mariadb"):
-        return insert(_JOBS).prefix_with("IGNORE")
-    return insert(_JOBS).prefix_with("OR IGNORE")
+    return insert_unless_present(_JOBS, dialect, key=["id"])
 
 
 def _make_inbound_jobs(dialect: str) -> Prepared:
