@@ -49,9 +49,16 @@ USUAL_ANSWERS = (_STORED, _DUPLICATE)  # the same objects every time (encoders m
 
 def inbound_target(scope: Scope) -> tuple[str, str] | None:
     """(kind, public_id) when `scope` is a provider webhook POST this path serves."""
-    if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/in/"):
+    if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    parts = scope["path"].split("/")
+    return inbound_path_parts(scope["path"])
+
+
+def inbound_path_parts(path: str) -> tuple[str, str] | None:
+    """(kind, public_id) of a path `/in/{kind}/{public_id}`."""
+    if not path.startswith("/in/"):
+        return None
+    parts = path.split("/")
     if len(parts) != 4 or not parts[2] or not parts[3]:
         return None
     return parts[2], parts[3]

@@ -29,6 +29,7 @@ from chatgate.api.inbound_fast import (
     USUAL_ANSWERS,
     Answer,
     InboundFastPath,
+    inbound_path_parts,
     inbound_request,
     too_large,
 )
@@ -85,17 +86,16 @@ def webhook_target(url: bytes) -> tuple[str, str, str, bytes] | None:
     except httptools.HttpParserInvalidURLError:
         return None  # uvicorn's own path answers it as it would any other
     raw_path: bytes = parsed.path
-    if not raw_path.startswith(b"/in/") or b"%" in raw_path:
-        return None
-    parts = raw_path.split(b"/")
-    if len(parts) != 4 or not parts[2] or not parts[3]:
+    if not raw_path.startswith(b"/in/") or b"%" in raw_path:  # percent-encoded: uvicorn decodes it
         return None
     try:
         path = raw_path.decode("ascii")
     except UnicodeDecodeError:
         return None
-    _, _, kind, public_id = path.split("/")
-    return kind, public_id, path, parsed.query or b""
+    target = inbound_path_parts(path)
+    if target is None:
+        return None
+    return target[0], target[1], path, parsed.query or b""
 
 
 def inbound_of(app: Any) -> InboundFastPath | None:
