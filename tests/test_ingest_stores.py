@@ -575,15 +575,73 @@ async def test_the_next_batch_goes_out_in_the_turn_the_last_one_is_answered(
                 body=b"{}",
             )
 
+        answered: list[tuple[bool | BaseException, int]] = []  # submit_then's answers, and their turn
+
+        def then(outcome: bool | BaseException) -> None:
+            answered.append((outcome, turns))
+
+        def failing_then(outcome: bool | BaseException) -> None:
+            answered.append((outcome, turns))
+            raise RuntimeError("the client's answer could not be written")
+
+        def row(i: int) -> NewRaw:
+            return (tenant.id, integration["id"], "webhook", f"{tag}-{i}", {}, b"{}")
+
         try:
             first = [submit(i) for i in range(3)]
+            writer.submit_then(row(3), failing_then)  # cannot keep the others from their answers
+            writer.submit_then(row(4), then)
+            writer.submit_then(row(0), then)  # a duplicate within the batch
             await store.sent.wait()  # the first batch is on its way: these wait for the next
-            second = [submit(i) for i in range(3, 8)]
+            second = [submit(i) for i in range(5, 10)]
+            writer.submit_then(row(10), then)
             assert await asyncio.wait_for(asyncio.gather(*first, *second), 30) == [True] * 8
         finally:
             ticking[0].cancel()
             await writer.aclose()
-    assert [rows for rows, _, _ in store.batches] == [3, 5]
-    (_, _, first_answered), (_, second_sent, _) = store.batches
+    assert [rows for rows, _, _ in store.batches] == [6, 6]
+    (_, _, first_answered), (_, second_sent, second_answered) = store.batches
     assert second_sent == first_answered
-    assert len(published) == 8
+    assert len(published) == 11  # the duplicate publishes nothing
+    # Answered by a plain call in the very turn the batch came back (a future's callback would
+    # run a turn later, after whatever requests that turn parses first).
+    assert answered == [
+        (True, first_answered),
+        (True, first_answered),
+        (False, first_answered),
+        (True, second_answered),
+    ]
+
+
+async def test_submissions_answered_by_a_call_learn_of_a_failed_store_and_of_shutdown(
+    sqlite_api: Api,
+) -> None:
+    writer = sqlite_api.container.ingest
+    working = writer.row_store
+    broken = SqliteIngestStore("/nonexistent-dir/chatgate.db")
+    writer.row_store = broken
+    answered: list[bool | BaseException] = []
+    try:
+        writer.submit_then(("t", "i", "webhook", "x", {}, b"{}"), answered.append)
+        for _ in range(200):
+            if answered:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await broken.aclose()
+        writer.row_store = working
+    assert len(answered) == 1
+    assert isinstance(answered[0], ServiceUnavailable)
+    assert "retry" in answered[0].message
+    stopped: list[bool | BaseException] = []
+    own = IngestWriter(
+        sqlite_api.container.db, _publish_nothing, sqlite_api.container.clock, row_store=working
+    )
+    await own.aclose()
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        own.submit_then(("t", "i", "webhook", "y", {}, b"{}"), stopped.append)
+    assert stopped == []  # refused at once, not answered later as well
+
+
+async def _publish_nothing(topic: str, items: list[QueueItem]) -> None:
+    return None

@@ -97,16 +97,16 @@ class InboundFastPath:
         For an HTTP protocol that answers without an ASGI task (api/inbound_protocol.py); the
         caller counts the answer (`count`) once it is written."""
         try:
-            stored = self.gateway.receive_soon(kind, public_id, request)
+            if self.gateway.receive_then(
+                kind, public_id, request, functools.partial(_stored_answer, respond)
+            ):
+                return
         except ChatgateError as exc:
             respond(_refused(exc))
             return
         except Exception:
             log.exception("inbound %s failed", kind)
             respond(_FAILED)
-            return
-        if stored is not None:
-            stored.add_done_callback(functools.partial(_stored_answer, respond))
             return
         later = asyncio.ensure_future(self.answer(kind, public_id, request))
         later.add_done_callback(functools.partial(_answered, respond))
@@ -173,16 +173,14 @@ def _refused(exc: ChatgateError) -> Answer:
 _FAILED = _json(500, {"title": "Internal error", "status": 500, "detail": "the event was not stored; retry"})
 
 
-def _stored_answer(respond: Respond, stored: asyncio.Future[bool]) -> None:
-    try:
-        new = stored.result()
-    except ChatgateError as exc:  # e.g. ServiceUnavailable: not stored, retry
-        respond(_refused(exc))
-    except BaseException:  # answered, not raised: a done-callback has no caller
-        log.exception("inbound event failed")
-        respond(_FAILED)
+def _stored_answer(respond: Respond, outcome: bool | BaseException) -> None:
+    if outcome is True or outcome is False:
+        respond(_STORED if outcome else _DUPLICATE)
+    elif isinstance(outcome, ChatgateError):  # e.g. ServiceUnavailable: not stored, retry
+        respond(_refused(outcome))
     else:
-        respond(_STORED if new else _DUPLICATE)
+        log.error("inbound event failed", exc_info=outcome)
+        respond(_FAILED)
 
 
 def _answered(respond: Respond, answer: asyncio.Future[Answer]) -> None:

@@ -18,7 +18,8 @@ from chatgate.domain.integrations import IntegrationStatus
 from chatgate.observability.metrics import ApiMetrics
 from chatgate.providers.base import InboundRequest, IntegrationContext, IntegrationRef, ProviderAdapter
 from chatgate.providers.registry import AdapterRegistry
-from chatgate.services.ingest import IngestWriter
+from chatgate.services.ingest import IngestWriter, Then
+from chatgate.services.ingest_rows import NewRaw
 from chatgate.services.integration_cache import CachedIntegration, IntegrationCache
 from chatgate.services.provider_context import ProviderContexts
 from chatgate.store.repositories.integrations import IntegrationRouting
@@ -53,6 +54,12 @@ def _verifier(adapter: ProviderAdapter, context: IntegrationContext) -> Callable
     if make is not None:
         return cast(Callable[[InboundRequest], None], make(context))
     return lambda request: adapter.verify_inbound(request, context)
+
+
+def _row(kind: str, integration: CachedIntegration, prepared: _Prepared, request: InboundRequest) -> NewRaw:
+    """The raw event a request carries, as the ingest writer stores it."""
+    ref = integration.ref
+    return (ref.tenant_id, ref.id, kind, prepared.adapter.event_id(request), request.headers, request.body)
 
 
 class InboundGateway:
@@ -97,11 +104,23 @@ class InboundGateway:
             raise NotFound(f"no inbound endpoint for '{kind}'")
         return await self.cache.by_public_id(kind, public_id)
 
-    def receive_soon(self, kind: str, public_id: str, request: InboundRequest) -> asyncio.Future[bool] | None:
+    def receive_then(self, kind: str, public_id: str, request: InboundRequest, then: Then) -> bool:
         """`receive`'s usual case as a plain call: an integration fresh in the cache, one event per
-        request. Authenticates and submits the event; the future answers True when it is stored
-        new, False for a duplicate. None: the request needs `receive` (the integration is not in
-        the cache, or the body is split by number). Raises what `receive` raises."""
+        request. Authenticates and submits the event; `then` is called once it is stored, with
+        True when new, False for a duplicate, or the error (`IngestWriter.submit_then`). False:
+        nothing done, the request needs `receive` (the integration is not in the cache, or the
+        body is split by number). Raises what `receive` raises."""
+        ready = self._ready(kind, public_id)
+        if ready is None:
+            return False
+        kind, integration, prepared = ready
+        self._authenticate(kind, integration, prepared, request)
+        self.writer.submit_then(_row(kind, integration, prepared, request), then)
+        return True
+
+    def _ready(self, kind: str, public_id: str) -> tuple[str, CachedIntegration, _Prepared] | None:
+        """(kind, integration, what its requests need) when the integration is fresh in the cache
+        and its requests carry one event each; else None."""
         kind = KIND_ALIASES.get(kind, kind)
         integration = self.cache.fresh(kind, public_id)
         if integration is None:
@@ -109,12 +128,12 @@ class InboundGateway:
         prepared = self._prepare(integration)
         if prepared.splitter is not None:
             return None
-        return self._submit(kind, integration, prepared, request)
+        return kind, integration, prepared
 
     async def receive(self, kind: str, public_id: str, request: InboundRequest) -> InboundOutcome:
-        soon = self.receive_soon(kind, public_id, request)
-        if soon is not None:
-            return STORED if await soon else DUPLICATE
+        ready = self._ready(kind, public_id)
+        if ready is not None:
+            return STORED if await self._submit(*ready, request) else DUPLICATE
         kind = KIND_ALIASES.get(kind, kind)
         integration = await self._integration(kind, public_id)
         prepared = self._prepare(integration)
@@ -137,14 +156,7 @@ class InboundGateway:
         self, kind: str, integration: CachedIntegration, prepared: _Prepared, request: InboundRequest
     ) -> asyncio.Future[bool]:
         self._authenticate(kind, integration, prepared, request)
-        return self.writer.submit(
-            tenant_id=integration.ref.tenant_id,
-            integration_id=integration.ref.id,
-            kind=kind,
-            provider_event_id=prepared.adapter.event_id(request),
-            headers=request.headers,
-            body=request.body,
-        )
+        return self.writer.submit_row(_row(kind, integration, prepared, request))
 
     async def _receive_split(
         self, kind: str, receiver: IntegrationRef, parts: dict[str, bytes], request: InboundRequest

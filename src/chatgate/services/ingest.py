@@ -74,13 +74,55 @@ class RowStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-_Pending = tuple[NewRaw, "asyncio.Future[bool]"]  # a submission: its row, and its answer
+class Waiter(Protocol):
+    """How a submission is answered: an asyncio future (`submit`) or a plain call (`submit_then`)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: bool, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+Then = Callable[[bool | BaseException], None]  # True: stored new, False: a duplicate; or the error
+
+
+class _Then:
+    """A submission answered by a plain call as soon as its batch is stored. An asyncio future's
+    callbacks wait for the loop's next turn, and under load that turn first parses every request
+    that has arrived meanwhile: the answer, and so the client's next request, waits for them."""
+
+    __slots__ = ("_then",)
+
+    def __init__(self, then: Then) -> None:
+        self._then: Then | None = then
+
+    def done(self) -> bool:
+        return self._then is None
+
+    def set_result(self, result: bool, /) -> None:
+        self._answer(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._answer(exception)
+
+    def _answer(self, outcome: bool | BaseException) -> None:
+        then, self._then = self._then, None
+        if then is None:
+            return
+        try:
+            then(outcome)
+        except Exception:  # one answer's failure must not keep its batch's others from theirs
+            log.exception("answering an inbound event failed")
+
+
+_Pending = tuple[NewRaw, Waiter]  # a submission: its row, and how it is answered
 
 
 class IngestWriter:
     """Groups concurrent submissions into one commit: while a batch is being stored, new
     submissions collect in a list, and the next batch takes them all when the commit is done.
-    A submission costs a future and an append; the batch, not each request, pays for the hop to
+    A submission costs a future (or a callback) and an append; the batch, not each request, pays for the hop to
     the store and back (no queue and no task per request)."""
 
     def __init__(
@@ -126,9 +168,9 @@ class IngestWriter:
             await asyncio.wait(storing)
             self._storing -= {task for task in storing if task.done()}
         error = ServiceUnavailable("the server is shutting down; retry")
-        for _, future in self._waiting:
-            if not future.done():
-                future.set_exception(error)
+        for _, waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(error)
         self._waiting.clear()
         if self.row_store is not None:
             await self.row_store.aclose()
@@ -147,13 +189,25 @@ class IngestWriter:
         False for a duplicate (or raises ServiceUnavailable). A plain call returning the future,
         not a coroutine: on the inbound hot path each coroutine between the request and the
         answer is resumed once more when the answer comes."""
+        return self.submit_row((tenant_id, integration_id, kind, provider_event_id, headers, body))
+
+    def submit_row(self, row: NewRaw) -> asyncio.Future[bool]:
+        """`submit` for a row (tenant, integration, kind, provider event id, headers, body)."""
+        future: asyncio.Future[bool] = self._loop().create_future()
+        self._enqueue(row, future)
+        return future
+
+    def submit_then(self, row: NewRaw, then: Then) -> None:
+        """`submit_row`, answered by calling `then` once, within the turn its batch is stored
+        (for an HTTP protocol writing the answer itself, api/inbound_protocol.py)."""
+        self._enqueue(row, _Then(then))
+
+    def _enqueue(self, row: NewRaw, waiter: Waiter) -> None:
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
-        future: asyncio.Future[bool] = self._loop().create_future()
-        self._waiting.append(((tenant_id, integration_id, kind, provider_event_id, headers, body), future))
+        self._waiting.append((row, waiter))
         if len(self._storing) < self.batches_in_flight and self._starting is None:
             self._flush()
-        return future
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         # Kept: on Python 3.11 each `get_running_loop()` costs a getpid() system call.
@@ -208,19 +262,19 @@ class IngestWriter:
         ) as exc:
             log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
             error = ServiceUnavailable("the event could not be stored; retry")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(error)
             return
         except BaseException:
             error = ServiceUnavailable("the event could not be stored; retry")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(error)
             raise
-        for (_, future), raw_id in zip(batch, stored, strict=True):
-            if not future.done():
-                future.set_result(raw_id is not None)
+        for (_, waiter), raw_id in zip(batch, stored, strict=True):
+            if not waiter.done():
+                waiter.set_result(raw_id is not None)
 
     async def _store(self, batch: list[_Pending]) -> StoredIds:
         """Per row, its new raw id (None: a duplicate); the inbound jobs published."""
