@@ -599,16 +599,17 @@ async def test_the_next_batch_goes_out_in_the_turn_the_last_one_is_answered(
         finally:
             ticking[0].cancel()
             await writer.aclose()
-    assert [rows for rows, _, _ in store.batches] == [6, 6]
+    # The idle writer sends the first row at once, alone; the rest wait for its answer.
+    assert [rows for rows, _, _ in store.batches] == [1, 11]
     (_, _, first_answered), (_, second_sent, second_answered) = store.batches
     assert second_sent == first_answered
     assert len(published) == 11  # the duplicate publishes nothing
     # Answered by a plain call in the very turn the batch came back (a future's callback would
     # run a turn later, after whatever requests that turn parses first).
     assert answered == [
-        (True, first_answered),
-        (True, first_answered),
-        (False, first_answered),
+        (True, second_answered),
+        (True, second_answered),
+        (False, second_answered),
         (True, second_answered),
     ]
 
@@ -645,3 +646,81 @@ async def test_submissions_answered_by_a_call_learn_of_a_failed_store_and_of_shu
 
 async def _publish_nothing(topic: str, items: list[QueueItem]) -> None:
     return None
+
+
+class _HeldStore:
+    """The database's own row store, with two batches side by side, each held until the test
+    lets it through: what a batch meets is the test's to choose."""
+
+    def __init__(self, store: RowStore) -> None:
+        self.inner = store
+        self.connections = 2
+        self.constraint_errors = store.constraint_errors
+        self.sent: list[int] = []  # rows per batch, in the order they reached the store
+        self.gates: list[asyncio.Event] = []
+
+    async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
+        self.sent.append(len(rows))
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return await self.inner.store(rows, now, committed)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_batch_leaves_in_the_call_that_fills_its_share(sqlite_api: Api) -> None:
+    """An idle writer sends a webhook in the call that submits it (no turn of the event loop
+    first); under load a batch leaves as soon as its share of the rows in the server is waiting
+    (the rows in flight and waiting, divided by the batches that may be in flight), so that a
+    burst read in one turn goes out as batches side by side, not as one while the others idle."""
+    api = sqlite_api
+    own = api.container.ingest.row_store
+    assert own is not None
+    store = _HeldStore(own)
+    writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("share")
+    answers: list[bool | BaseException] = []
+    count = iter(range(1000))
+
+    def submit() -> None:
+        writer.submit_then(
+            (tenant.id, integration["id"], "webhook", f"{tag}-{next(count)}", {}, b"{}"), answers.append
+        )
+
+    async def let_through(index: int) -> None:
+        store.gates[index].set()
+        for _ in range(500):
+            if len(answers) >= expected[index]:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"batch {index} was not answered")
+
+    try:
+        submit()
+        assert store.sent == [1]  # sent within the call
+        submit()
+        assert store.sent == [1, 1]  # the second may be in flight too: sent at once as well
+        for _ in range(8):
+            submit()  # both in flight: these wait
+        await asyncio.sleep(0)
+        assert store.sent == [1, 1]
+        expected = [1, 2, 10, 14]  # answers once each batch is through
+        await let_through(0)  # its answer takes the 8 waiting: 9 rows in the server, 4 a share
+        assert store.sent == [1, 1, 8]
+        await let_through(1)  # one batch in flight now, one may start
+        for _ in range(3):
+            submit()
+        assert store.sent == [1, 1, 8]  # 3 of a share of 4: they wait for the loop's turn
+        submit()
+        assert store.sent == [1, 1, 8, 4]  # the fourth sends them, within its call
+        await let_through(2)
+        await let_through(3)
+    finally:
+        for gate in store.gates:
+            gate.set()
+        await writer.aclose()
+    assert answers == [True] * 14

@@ -27,6 +27,7 @@ from chatgate.domain.ids import new_ids
 from chatgate.services.ingest_rows import Committed, NewRaw, StoredIds, headers_to_keep, inbound_job_id
 from chatgate.store.db import Database
 from chatgate.store.models import RawEvent
+from chatgate.workers.eager import start_eagerly
 from chatgate.workers.queue import QueueItem
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,13 @@ class IngestWriter:
         self.clock = clock
         self.max_batch = max_batch
         self._waiting: list[_Pending] = []
-        self._storing: set[asyncio.Task[None]] = set()
+        self._storing: set[asyncio.Future[None]] = set()
         # PostgreSQL commits batches side by side (ON CONFLICT keeps them apart); SQLite has one
         # writer, and the ORM path checks for duplicates before inserting: one batch at a time.
         self.batches_in_flight = self.row_store.connections if self.row_store is not None else 1
-        self._starting: asyncio.Task[None] | None = None  # a batch that has yet to take its rows
+        self._soon: asyncio.Handle | None = None  # a batch to start in the loop's next turn
+        self._rows_in_flight = 0  # in the batches being stored
+        self._enough = 1  # rows waiting that start a batch at once (`_take_and_store`)
         self._closed = False
         self._batches = 0
         self._publishing: set[asyncio.Task[None]] = set()
@@ -206,8 +209,12 @@ class IngestWriter:
         if self._closed:
             raise ServiceUnavailable("the server is shutting down; retry")
         self._waiting.append((row, waiter))
-        if len(self._storing) < self.batches_in_flight and self._starting is None:
-            self._flush()
+        if len(self._storing) >= self.batches_in_flight:
+            return  # the next batch leaves when one of those is stored
+        if self.row_store is not None and len(self._waiting) >= self._enough:
+            self._start(eagerly=True)
+        elif self._soon is None:
+            self._soon = self._loop().call_soon(self._start_soon)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         # Kept: on Python 3.11 each `get_running_loop()` costs a getpid() system call.
@@ -223,31 +230,45 @@ class IngestWriter:
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    def _flush(self) -> None:
-        """Start a batch. Its task first runs in the loop's next turn and takes what is waiting
-        then, so every request that is ready in this turn joins it (no extra turn to wait)."""
+    def _start_soon(self) -> None:
+        self._soon = None
+        self._start(eagerly=self.row_store is not None)
+
+    def _start(self, *, eagerly: bool) -> None:
+        """Start a batch with the rows waiting, if a batch may start. Eagerly: its rows are sent
+        to the database now, in this call (`start_eagerly`); otherwise in the loop's next turn."""
         if len(self._storing) >= self.batches_in_flight or not self._waiting:
             return
-        task = asyncio.ensure_future(self._take_and_store())
-        self._starting = task
+        loop = self._loop()
+        task = (
+            start_eagerly(loop, self._take_and_store())
+            if eagerly
+            else loop.create_task(self._take_and_store())
+        )
         self._storing.add(task)
         task.add_done_callback(self._stored)
 
     async def _take_and_store(self) -> None:
-        self._starting = None
         # The next batch goes out as soon as this one is answered, in the same turn: no turn
         # for this task to end, its done-callback to run and a new task to take its first step.
         while self._waiting:
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
-            await self._store_batch(batch)
+            # Of the rows in the server now, a batch's share: when that many are waiting, the
+            # next batch starts before the loop has read the rest (`_enqueue`), so the batches
+            # in flight share the load instead of one carrying all of it while the others idle.
+            self._rows_in_flight += len(batch)
+            population = self._rows_in_flight + len(self._waiting)
+            self._enough = max(1, population // self.batches_in_flight)
+            try:
+                await self._store_batch(batch)
+            finally:
+                self._rows_in_flight -= len(batch)
 
-    def _stored(self, task: asyncio.Task[None]) -> None:
+    def _stored(self, task: asyncio.Future[None]) -> None:
         self._storing.discard(task)
-        if self._starting is task:  # cancelled before it started
-            self._starting = None
-        if self._waiting and self._starting is None:
-            self._flush()
+        if self._waiting:
+            self._start(eagerly=self.row_store is not None)
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
         try:
