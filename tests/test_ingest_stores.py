@@ -724,3 +724,30 @@ async def test_a_batch_leaves_in_the_call_that_fills_its_share(sqlite_api: Api) 
             gate.set()
         await writer.aclose()
     assert answers == [True] * 14
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_fresh_writer_stores_a_webhook_submitted_outside_any_task(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """The HTTP protocol submits from a socket callback, outside any task, and the batch's first
+    step runs right there (`start_eagerly`): with no connection open yet, the store connects
+    from it (asyncpg's connect timeout needs a task of its own)."""
+    url = await database_url_for(backend, request, tmp_path)
+    async with running_api(make_settings(tmp_path, url, run_workers_in_api=False), backend) as api:
+        own = api.container.ingest.row_store
+        fresh: RowStore = (
+            PostgresIngestStore(own.dsn)
+            if isinstance(own, PostgresIngestStore)
+            else SqliteIngestStore(_sqlite_path(api), gate=api.container.db.write_gate)
+        )
+        writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=fresh)
+        tenant = await api.tenant()
+        integration = await webhook_integration(api, tenant)
+        answered: asyncio.Future[bool | BaseException] = asyncio.get_running_loop().create_future()
+        row = (tenant.id, integration["id"], "webhook", unique("outside"), {}, b"{}")
+        try:
+            asyncio.get_running_loop().call_soon(writer.submit_then, row, answered.set_result)
+            assert await asyncio.wait_for(answered, 30) is True
+        finally:
+            await writer.aclose()

@@ -267,6 +267,8 @@ class IngestWriter:
 
     def _stored(self, task: asyncio.Future[None]) -> None:
         self._storing.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # its batch was answered 503
+            log.error("an ingest batch failed", exc_info=task.exception())
         if self._waiting:
             self._start(eagerly=self.row_store is not None)
 

@@ -10,6 +10,7 @@ inserting the same event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -85,7 +86,10 @@ class PostgresIngestStore:
         return stored
 
     async def _connect(self) -> Any:
-        connection = await asyncpg.connect(self.dsn, timeout=10)
+        # In a task of its own: a batch may be sent from an eager first step (workers/eager.py),
+        # outside any task or inside a caller's, and asyncpg's connect timeout needs a task,
+        # which it would cancel.
+        connection = await asyncio.ensure_future(asyncpg.connect(self.dsn, timeout=10))
         self._open.append(connection)
         return connection
 

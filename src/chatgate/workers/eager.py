@@ -19,7 +19,9 @@ T = TypeVar("T")
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Run `coro` until it first waits, now; return the task that runs the rest (or a future
     already done, when it ended without waiting). Like a task, it runs in a copy of the current
-    context, the first step included, so context variables it sets stay its own."""
+    context, the first step included, so context variables it sets stay its own. Unlike 3.12's
+    eager tasks, the first step runs outside any task (or inside the caller's): it must not use
+    what binds to the current task (`asyncio.timeout`, `current_task`)."""
     context = contextvars.copy_context()
     try:
         waiting_on = context.run(coro.send, None)
