@@ -88,6 +88,7 @@ class NullRowStore:
     storage work can raise."""
 
     connections = 2
+    parallel = True  # answered as PostgreSQL's batches are
     constraint_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:

@@ -520,6 +520,7 @@ class _TurnRecordingStore:
         self.inner = store
         self.turn = turn
         self.connections = 1
+        self.parallel = store.parallel
         self.constraint_errors = store.constraint_errors
         self.batches: list[tuple[int, int, int]] = []  # (rows, turn sent, turn answered)
         self.sent = asyncio.Event()
@@ -599,17 +600,23 @@ async def test_the_next_batch_goes_out_in_the_turn_the_last_one_is_answered(
         finally:
             ticking[0].cancel()
             await writer.aclose()
-    # The idle writer sends the first row at once, alone; the rest wait for its answer.
-    assert [rows for rows, _, _ in store.batches] == [1, 11]
     (_, _, first_answered), (_, second_sent, second_answered) = store.batches
     assert second_sent == first_answered
     assert len(published) == 11  # the duplicate publishes nothing
     # Answered by a plain call in the very turn the batch came back (a future's callback would
     # run a turn later, after whatever requests that turn parses first).
+    if store.parallel:
+        # PostgreSQL: the idle writer sends the first row at once, alone; the rest wait for it.
+        assert [rows for rows, _, _ in store.batches] == [1, 11]
+        first_three = second_answered
+    else:
+        # SQLite: the first batch leaves at the next turn, with all submitted in this one.
+        assert [rows for rows, _, _ in store.batches] == [6, 6]
+        first_three = first_answered
     assert answered == [
-        (True, second_answered),
-        (True, second_answered),
-        (False, second_answered),
+        (True, first_three),
+        (True, first_three),
+        (False, first_three),
         (True, second_answered),
     ]
 
@@ -652,9 +659,10 @@ class _HeldStore:
     """The database's own row store, with two batches side by side, each held until the test
     lets it through: what a batch meets is the test's to choose."""
 
-    def __init__(self, store: RowStore) -> None:
+    def __init__(self, store: RowStore, *, parallel: bool) -> None:
         self.inner = store
         self.connections = 2
+        self.parallel = parallel
         self.constraint_errors = store.constraint_errors
         self.sent: list[int] = []  # rows per batch, in the order they reached the store
         self.gates: list[asyncio.Event] = []
@@ -671,14 +679,15 @@ class _HeldStore:
 
 
 async def test_a_batch_leaves_in_the_call_that_fills_its_share(sqlite_api: Api) -> None:
-    """An idle writer sends a webhook in the call that submits it (no turn of the event loop
-    first); under load a batch leaves as soon as its share of the rows in the server is waiting
-    (the rows in flight and waiting, divided by the batches that may be in flight), so that a
-    burst read in one turn goes out as batches side by side, not as one while the others idle."""
+    """With a store that stores its batches in parallel (PostgreSQL's): an idle writer sends a
+    webhook in the call that submits it (no turn of the event loop first); under load a batch
+    leaves as soon as its share of the rows in the server is waiting (the rows in flight and
+    waiting, divided by the batches that may be in flight), so that a burst read in one turn goes
+    out as batches side by side, not as one while the others idle."""
     api = sqlite_api
     own = api.container.ingest.row_store
     assert own is not None
-    store = _HeldStore(own)
+    store = _HeldStore(own, parallel=True)
     writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
     tenant = await api.tenant()
     integration = await webhook_integration(api, tenant)
@@ -751,3 +760,39 @@ async def test_a_fresh_writer_stores_a_webhook_submitted_outside_any_task(
             assert await asyncio.wait_for(answered, 30) is True
         finally:
             await writer.aclose()
+
+
+async def test_a_store_taking_batches_one_after_another_gets_them_at_the_next_turn(
+    sqlite_api: Api,
+) -> None:
+    """SQLite's writer stores batches one after another: they are not split into shares, and
+    leave at the loop's next turn with whatever has come by then, not in the submitting call."""
+    api = sqlite_api
+    own = api.container.ingest.row_store
+    assert own is not None
+    assert own.parallel is False
+    store = _HeldStore(own, parallel=False)
+    writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("serial")
+    answers: list[bool | BaseException] = []
+    try:
+        for i in range(3):
+            writer.submit_then(
+                (tenant.id, integration["id"], "webhook", f"{tag}-{i}", {}, b"{}"), answers.append
+            )
+        assert store.sent == []  # not within the calls
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert store.sent == [3]  # the next turn: all three in one batch
+        store.gates[0].set()
+        for _ in range(500):
+            if answers:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        for gate in store.gates:
+            gate.set()
+        await writer.aclose()
+    assert answers == [True] * 3

@@ -63,7 +63,11 @@ class RowStore(Protocol):
     """A database's own fast path for a batch of raw events
     (`ingest_sqlite.py`, `ingest_postgres.py`)."""
 
-    connections: int  # batches it may store side by side
+    connections: int  # batches it may have in flight at once
+    # True: the batches in flight are stored in parallel (PostgreSQL's connections), so a burst is
+    # split among them, each sent as soon as its share is in (`IngestWriter._take_and_store`).
+    # False: one after another (SQLite's one writer), so batches leave at the loop's next turn.
+    parallel: bool
     constraint_errors: tuple[type[BaseException], ...]  # a row the database refused
 
     async def store(self, rows: list[NewRaw], now: datetime, committed: Committed | None = None) -> StoredIds:
@@ -148,6 +152,7 @@ class IngestWriter:
         self._soon: asyncio.Handle | None = None  # a batch to start in the loop's next turn
         self._rows_in_flight = 0  # in the batches being stored
         self._enough = 1  # rows waiting that start a batch at once (`_take_and_store`)
+        self._eager = self.row_store is not None and self.row_store.parallel
         self._closed = False
         self._batches = 0
         self._publishing: set[asyncio.Task[None]] = set()
@@ -211,7 +216,7 @@ class IngestWriter:
         self._waiting.append((row, waiter))
         if len(self._storing) >= self.batches_in_flight:
             return  # the next batch leaves when one of those is stored
-        if self.row_store is not None and len(self._waiting) >= self._enough:
+        if self._eager and len(self._waiting) >= self._enough:
             self._start(eagerly=True)
         elif self._soon is None:
             self._soon = self._loop().call_soon(self._start_soon)
@@ -232,7 +237,7 @@ class IngestWriter:
 
     def _start_soon(self) -> None:
         self._soon = None
-        self._start(eagerly=self.row_store is not None)
+        self._start(eagerly=self._eager)
 
     def _start(self, *, eagerly: bool) -> None:
         """Start a batch with the rows waiting, if a batch may start. Eagerly: its rows are sent
@@ -270,7 +275,7 @@ class IngestWriter:
         if not task.cancelled() and task.exception() is not None:  # its batch was answered 503
             log.error("an ingest batch failed", exc_info=task.exception())
         if self._waiting:
-            self._start(eagerly=self.row_store is not None)
+            self._start(eagerly=self._eager)
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
         try:

@@ -47,6 +47,7 @@ class PostgresIngestStore:
     fsync, the next is already on its way."""
 
     constraint_errors: tuple[type[BaseException], ...] = (asyncpg.IntegrityConstraintViolationError,)
+    parallel = True  # each connection's batch is stored by a backend of its own
 
     def __init__(self, dsn: str, *, connections: int = 2) -> None:
         self.dsn = dsn
