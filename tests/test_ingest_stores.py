@@ -678,27 +678,37 @@ class _HeldStore:
         await self.inner.aclose()
 
 
+async def _writer_on_held_store(
+    api: Api, *, parallel: bool
+) -> tuple[_HeldStore, IngestWriter, Callable[[int], NewRaw]]:
+    """A writer of its own on the API's row store, held (`_HeldStore`); and the i-th row of a
+    new webhook integration."""
+    own = api.container.ingest.row_store
+    assert own is not None
+    store = _HeldStore(own, parallel=parallel)
+    writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
+    tenant = await api.tenant()
+    integration = await webhook_integration(api, tenant)
+    tag = unique("held")
+
+    def row(i: int) -> NewRaw:
+        return (tenant.id, integration["id"], "webhook", f"{tag}-{i}", {}, b"{}")
+
+    return store, writer, row
+
+
 async def test_a_batch_leaves_in_the_call_that_fills_its_share(sqlite_api: Api) -> None:
     """With a store that stores its batches in parallel (PostgreSQL's): an idle writer sends a
     webhook in the call that submits it (no turn of the event loop first); under load a batch
     leaves as soon as its share of the rows in the server is waiting (the rows in flight and
     waiting, divided by the batches that may be in flight), so that a burst read in one turn goes
     out as batches side by side, not as one while the others idle."""
-    api = sqlite_api
-    own = api.container.ingest.row_store
-    assert own is not None
-    store = _HeldStore(own, parallel=True)
-    writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
-    tenant = await api.tenant()
-    integration = await webhook_integration(api, tenant)
-    tag = unique("share")
+    store, writer, row = await _writer_on_held_store(sqlite_api, parallel=True)
     answers: list[bool | BaseException] = []
     count = iter(range(1000))
 
     def submit() -> None:
-        writer.submit_then(
-            (tenant.id, integration["id"], "webhook", f"{tag}-{next(count)}", {}, b"{}"), answers.append
-        )
+        writer.submit_then(row(next(count)), answers.append)
 
     async def let_through(index: int) -> None:
         store.gates[index].set()
@@ -767,21 +777,14 @@ async def test_a_store_taking_batches_one_after_another_gets_them_at_the_next_tu
 ) -> None:
     """SQLite's writer stores batches one after another: they are not split into shares, and
     leave at the loop's next turn with whatever has come by then, not in the submitting call."""
-    api = sqlite_api
-    own = api.container.ingest.row_store
-    assert own is not None
+    own = sqlite_api.container.ingest.row_store
+    assert isinstance(own, SqliteIngestStore)
     assert own.parallel is False
-    store = _HeldStore(own, parallel=False)
-    writer = IngestWriter(api.container.db, _publish_nothing, api.container.clock, row_store=store)
-    tenant = await api.tenant()
-    integration = await webhook_integration(api, tenant)
-    tag = unique("serial")
+    store, writer, row = await _writer_on_held_store(sqlite_api, parallel=False)
     answers: list[bool | BaseException] = []
     try:
         for i in range(3):
-            writer.submit_then(
-                (tenant.id, integration["id"], "webhook", f"{tag}-{i}", {}, b"{}"), answers.append
-            )
+            writer.submit_then(row(i), answers.append)
         assert store.sent == []  # not within the calls
         await asyncio.sleep(0)
         await asyncio.sleep(0)
