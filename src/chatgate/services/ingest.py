@@ -124,6 +124,14 @@ class _Then:
 _Pending = tuple[NewRaw, Waiter]  # a submission: its row, and how it is answered
 
 
+def _fail(batch: list[_Pending]) -> None:
+    """Answer a batch that could not be stored: 503, retry."""
+    error = ServiceUnavailable("the event could not be stored; retry")
+    for _, waiter in batch:
+        if not waiter.done():
+            waiter.set_exception(error)
+
+
 class IngestWriter:
     """Groups concurrent submissions into one commit: while a batch is being stored, new
     submissions collect in a list, and the next batch takes them all when the commit is done.
@@ -289,16 +297,10 @@ class IngestWriter:
             ServiceUnavailable,  # e.g. stored, but the WAL's sync failed: a retry meets a duplicate
         ) as exc:
             log.exception("could not store %d inbound events: %s", len(batch), type(exc).__name__)
-            error = ServiceUnavailable("the event could not be stored; retry")
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(error)
+            _fail(batch)
             return
         except BaseException:
-            error = ServiceUnavailable("the event could not be stored; retry")
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(error)
+            _fail(batch)
             raise
         for (_, waiter), raw_id in zip(batch, stored, strict=True):
             if not waiter.done():
