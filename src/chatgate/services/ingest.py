@@ -158,6 +158,7 @@ class IngestWriter:
         # writer, and the ORM path checks for duplicates before inserting: one batch at a time.
         self.batches_in_flight = self.row_store.connections if self.row_store is not None else 1
         self._soon: asyncio.Handle | None = None  # a batch to start in the loop's next turn
+        self._starting: asyncio.Task[None] | None = None  # a batch that has yet to take its rows
         self._rows_in_flight = 0  # in the batches being stored
         self._enough = 1  # rows waiting that start a batch at once (`_take_and_store`)
         self._eager = self.row_store is not None and self.row_store.parallel
@@ -224,7 +225,13 @@ class IngestWriter:
         self._waiting.append((row, waiter))
         if len(self._storing) >= self.batches_in_flight:
             return  # the next batch leaves when one of those is stored
-        if self._eager and len(self._waiting) >= self._enough:
+        if not self._eager:
+            # One batch after another: its task, made now, takes its first step in the loop's
+            # next turn with every row that arrived in this one (one turn, not a call_soon's
+            # turn and then the task's).
+            if self._starting is None:
+                self._start(eagerly=False)
+        elif len(self._waiting) >= self._enough:
             self._start(eagerly=True)
         elif self._soon is None:
             self._soon = self._loop().call_soon(self._start_soon)
@@ -245,7 +252,7 @@ class IngestWriter:
 
     def _start_soon(self) -> None:
         self._soon = None
-        self._start(eagerly=self._eager)
+        self._start(eagerly=True)
 
     def _start(self, *, eagerly: bool) -> None:
         """Start a batch with the rows waiting, if a batch may start. Eagerly: its rows are sent
@@ -253,15 +260,15 @@ class IngestWriter:
         if len(self._storing) >= self.batches_in_flight or not self._waiting:
             return
         loop = self._loop()
-        task = (
-            start_eagerly(loop, self._take_and_store())
-            if eagerly
-            else loop.create_task(self._take_and_store())
-        )
+        if eagerly:
+            task = start_eagerly(loop, self._take_and_store())
+        else:
+            task = self._starting = loop.create_task(self._take_and_store())
         self._storing.add(task)
         task.add_done_callback(self._stored)
 
     async def _take_and_store(self) -> None:
+        self._starting = None
         # The next batch goes out as soon as this one is answered, in the same turn: no turn
         # for this task to end, its done-callback to run and a new task to take its first step.
         while self._waiting:
@@ -280,9 +287,11 @@ class IngestWriter:
 
     def _stored(self, task: asyncio.Future[None]) -> None:
         self._storing.discard(task)
+        if self._starting is task:  # cancelled before it took its rows
+            self._starting = None
         if not task.cancelled() and task.exception() is not None:  # its batch was answered 503
             log.error("an ingest batch failed", exc_info=task.exception())
-        if self._waiting:
+        if self._waiting and self._starting is None:
             self._start(eagerly=self._eager)
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
